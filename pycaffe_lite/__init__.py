@@ -1,0 +1,17 @@
+"""pycaffe_lite: BVLC Caffe reimplemented in Python.
+
+Scripts written for pycaffe run with `import pycaffe_lite as caffe`."""
+from . import layers as _layers  # noqa: F401  (registers the layer types)
+from .backend import set_device, set_mode_cpu, set_mode_gpu, set_random_seed
+from .blob import Blob
+from .errors import CaffeError, ConfigError, FormatError, ShapeError
+from .layer import Layer, layer_type_list
+from .net import TEST, TRAIN, Net
+from .proto import caffe_pb2
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Blob", "CaffeError", "ConfigError", "FormatError", "Layer", "Net", "ShapeError", "TEST", "TRAIN",
+    "caffe_pb2", "layer_type_list", "set_device", "set_mode_cpu", "set_mode_gpu", "set_random_seed",
+]

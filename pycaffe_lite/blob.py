@@ -1,0 +1,224 @@
+"""Blob: an N-d array of data with a same-shaped array of diffs (gradients).
+
+Like Caffe's Blob, a reshape that fits in the memory already held keeps that
+memory (so repeated forwards at a fixed shape never allocate), and two blobs can
+share data or diff memory (Flatten, Reshape)."""
+import numpy as np
+
+from .errors import ShapeError
+
+
+def _as_shape(args):
+    if len(args) == 1 and not np.isscalar(args[0]):
+        args = tuple(args[0])
+    shape = tuple(int(d) for d in args)
+    if any(d < 0 for d in shape):
+        raise ShapeError("blob dimensions must be non-negative, got %s" % (shape,))
+    return shape
+
+
+class _Buffer:
+    """Flat float32 storage that may back several blobs."""
+    __slots__ = ("array",)
+
+    def __init__(self, n):
+        self.array = np.zeros(n, dtype=np.float32)
+
+
+class Blob:
+    def __init__(self, *shape):
+        self._shape = None
+        self._data_buf = _Buffer(0)
+        self._diff_buf = _Buffer(0)
+        self._data = self._diff = None
+        self.reshape(*(shape or ((),)))
+
+    # -- shape -----------------------------------------------------------
+    def reshape(self, *shape):
+        shape = _as_shape(shape)
+        if shape == self._shape:
+            return
+        self._shape = shape
+        n = int(np.prod(shape, dtype=np.int64))
+        if n > self._data_buf.array.size:
+            self._data_buf = _Buffer(n)
+            self._diff_buf = _Buffer(n)
+        self._views()
+
+    def reshape_like(self, other):
+        self.reshape(other.shape)
+
+    def _views(self):
+        n = self.count
+        self._data = self._data_buf.array[:n].reshape(self._shape)
+        self._diff = self._diff_buf.array[:n].reshape(self._shape)
+
+    @property
+    def shape(self):
+        return self._shape
+
+    @property
+    def count(self):
+        return int(np.prod(self._shape, dtype=np.int64))
+
+    @property
+    def num_axes(self):
+        return len(self._shape)
+
+    def count_range(self, start, end=None):
+        end = self.num_axes if end is None else end
+        return int(np.prod(self._shape[start:end], dtype=np.int64))
+
+    def canonical_axis(self, axis):
+        n = self.num_axes
+        if not -n <= axis < max(n, 1):
+            raise ShapeError("axis %d is out of range for a blob of shape %s" % (axis, self._shape))
+        return axis + n if axis < 0 else axis
+
+    def legacy_shape(self, i):
+        """Caffe's 4-D view: axes past the real ones count as 1."""
+        n = self.num_axes
+        if i >= n or i < -n:
+            return 1
+        return self._shape[i]
+
+    num = property(lambda self: self.legacy_shape(0))
+    channels = property(lambda self: self.legacy_shape(1))
+    height = property(lambda self: self.legacy_shape(2))
+    width = property(lambda self: self.legacy_shape(3))
+
+    # -- memory ----------------------------------------------------------
+    @property
+    def data(self):
+        """Host array of the values; write into it to set inputs (pycaffe style)."""
+        return self._data
+
+    @property
+    def diff(self):
+        return self._diff
+
+    # Layers go through these so that a device backend can keep its own copy.
+    dev_data = data
+    dev_diff = diff
+
+    def share_data(self, other):
+        if self.count != other.count:
+            raise ShapeError("share_data needs equal counts: %s vs %s" % (self._shape, other.shape))
+        self._data_buf = other._data_buf
+        self._data = self._data_buf.array[:self.count].reshape(self._shape)
+
+    def share_diff(self, other):
+        if self.count != other.count:
+            raise ShapeError("share_diff needs equal counts: %s vs %s" % (self._shape, other.shape))
+        self._diff_buf = other._diff_buf
+        self._diff = self._diff_buf.array[:self.count].reshape(self._shape)
+
+    def shape_string(self):
+        return " ".join(str(d) for d in self._shape) + " (%d)" % self.count
+
+    def __repr__(self):
+        return "Blob(%s)" % self.shape_string()
+
+    # -- protobuf --------------------------------------------------------
+    def shape_matches_proto(self, proto):
+        """Caffe's ShapeEquals: legacy 4-D protos are aligned from the last axis."""
+        if proto.HasField("num") or proto.HasField("channels") or \
+                proto.HasField("height") or proto.HasField("width"):
+            return (self.num_axes <= 4 and
+                    self.legacy_shape(-4) == proto.num and self.legacy_shape(-3) == proto.channels and
+                    self.legacy_shape(-2) == proto.height and self.legacy_shape(-1) == proto.width)
+        return tuple(proto.shape.dim) == self._shape
+
+    def from_proto(self, proto, reshape=True):
+        if reshape:
+            self.reshape(proto_shape(proto))
+        n = self.count
+        if len(proto.double_data):
+            values = np.asarray(proto.double_data, dtype=np.float64)
+        else:
+            values = repeated_floats(proto, "data")
+        if values.size != n:
+            raise ShapeError("blob proto holds %d values but the blob has %d (shape %s)"
+                             % (values.size, n, self._shape))
+        self.data[...] = values.reshape(self._shape)
+        diff = proto.double_diff if len(proto.double_diff) else proto.diff
+        if len(diff):
+            if len(diff) != n:
+                raise ShapeError("blob proto holds %d diff values but the blob has %d" % (len(diff), n))
+            self.diff[...] = np.asarray(diff, dtype=np.float32).reshape(self._shape)
+
+    def to_proto(self, proto, write_diff=False):
+        proto.Clear()
+        proto.shape.dim.extend(self._shape)
+        proto.MergeFromString(_packed_field(5, self.data))
+        if write_diff:
+            proto.MergeFromString(_packed_field(6, self.diff))
+        return proto
+
+
+def proto_shape(proto):
+    """The shape a BlobProto describes, from `shape` or the legacy 4-D fields."""
+    if proto.HasField("shape"):
+        return tuple(proto.shape.dim)
+    if proto.HasField("num") or proto.HasField("channels") or \
+            proto.HasField("height") or proto.HasField("width"):
+        return (proto.num, proto.channels, proto.height, proto.width)
+    return ()
+
+
+# Large blobs (fc6 holds 37M floats) are slow to move through protobuf's Python
+# containers one float at a time; these go through the packed wire bytes instead.
+
+def _varint(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _packed_field(number, array):
+    raw = np.ascontiguousarray(array, dtype="<f4").tobytes()
+    if not raw:
+        return b""
+    return _varint(number << 3 | 2) + _varint(len(raw)) + raw
+
+
+def _read_varint(buf, i):
+    shift = result = 0
+    while True:
+        b = buf[i]
+        i += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return result, i
+        shift += 7
+
+
+def repeated_floats(proto, name):
+    """A repeated float field of `proto` as a float32 array."""
+    field = getattr(proto, name)
+    if len(field) < 4096:
+        return np.asarray(field, dtype=np.float32)
+    number = proto.DESCRIPTOR.fields_by_name[name].number
+    # Serialize just this field: copy the message, clear the rest.
+    tmp = type(proto)()
+    tmp.CopyFrom(proto)
+    for fd, _ in tmp.ListFields():
+        if fd.name != name:
+            tmp.ClearField(fd.name)
+    buf = tmp.SerializeToString()
+    i, parts = 0, []
+    while i < len(buf):
+        key, i = _read_varint(buf, i)
+        if key >> 3 == number and key & 7 == 2:
+            length, i = _read_varint(buf, i)
+            parts.append(np.frombuffer(buf, dtype="<f4", count=length // 4, offset=i))
+            i += length
+        else:  # not packed after all: take the slow path
+            return np.asarray(field, dtype=np.float32)
+    return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)

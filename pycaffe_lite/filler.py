@@ -1,0 +1,78 @@
+"""Weight fillers, by FillerParameter.type (Caffe's names and formulas)."""
+import numpy as np
+
+from . import backend
+from .errors import ConfigError
+
+
+def fill(blob, filler_param):
+    """Fill blob.data in place according to a FillerParameter."""
+    kind = filler_param.type
+    fn = _FILLERS.get(kind)
+    if fn is None:
+        raise ConfigError("unknown filler type '%s' (known: %s)" % (kind, ", ".join(sorted(_FILLERS))))
+    values = fn(blob, filler_param, backend.rng())
+    blob.data[...] = np.asarray(values, dtype=np.float32).reshape(blob.shape)
+
+
+def _fans(blob, p):
+    fan_in = blob.count / max(blob.num, 1)
+    fan_out = blob.count / max(blob.channels, 1)
+    if p.variance_norm == p.AVERAGE:
+        return (fan_in + fan_out) / 2.0
+    if p.variance_norm == p.FAN_OUT:
+        return fan_out
+    return fan_in
+
+
+def _constant(blob, p, rng):
+    return np.full(blob.shape, p.value)
+
+
+def _uniform(blob, p, rng):
+    return rng.uniform(p.min, p.max, size=blob.shape)
+
+
+def _gaussian(blob, p, rng):
+    values = rng.normal(p.mean, p.std, size=blob.shape)
+    if p.sparse >= 0:
+        # Keep each weight with probability sparse / num_outputs.
+        if blob.num_axes < 1:
+            raise ConfigError("sparse gaussian filler needs a blob with at least one axis")
+        keep = p.sparse / float(blob.num)
+        values = values * (rng.uniform(size=blob.shape) < keep)
+    return values
+
+
+def _positive_unitball(blob, p, rng):
+    values = rng.uniform(0, 1, size=(blob.num, blob.count // max(blob.num, 1)))
+    return values / values.sum(axis=1, keepdims=True)
+
+
+def _xavier(blob, p, rng):
+    scale = np.sqrt(3.0 / _fans(blob, p))
+    return rng.uniform(-scale, scale, size=blob.shape)
+
+
+def _msra(blob, p, rng):
+    std = np.sqrt(2.0 / _fans(blob, p))
+    return rng.normal(0.0, std, size=blob.shape)
+
+
+def _bilinear(blob, p, rng):
+    if blob.num_axes != 4 or blob.shape[2] != blob.shape[3]:
+        raise ConfigError("bilinear filler needs a 4-D blob with square kernels, got %s" % (blob.shape,))
+    k = blob.shape[3]
+    f = np.ceil(k / 2.0)
+    c = (2 * f - 1 - f % 2) / (2.0 * f)
+    idx = np.arange(blob.count)
+    x = idx % k
+    y = (idx // k) % blob.shape[2]
+    return (1 - np.abs(x / f - c)) * (1 - np.abs(y / f - c))
+
+
+_FILLERS = {
+    "constant": _constant, "uniform": _uniform, "gaussian": _gaussian,
+    "positive_unitball": _positive_unitball, "xavier": _xavier, "msra": _msra,
+    "bilinear": _bilinear,
+}

@@ -1,0 +1,171 @@
+"""The device math on the CPU, in numpy, vectorized over the batch.
+
+Each function here has a twin of the same signature in the GPU kernel table.
+Images are (N, C, H, W); `kernel`, `pad`, `stride`, `dilation` are (h, w) pairs
+and `out_hw` is the output (height, width) the layer computed."""
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+FLT_MIN = np.float32(np.finfo(np.float32).tiny)
+
+
+# ---------------------------------------------------------------- convolution
+
+def _padded(x, pad, extra=(0, 0), fill=0.0):
+    """x padded by `pad` on top/left and `pad + extra` on bottom/right."""
+    (ph, pw), (eh, ew) = pad, extra
+    if not (ph or pw or eh or ew):
+        return x
+    n, c, h, w = x.shape
+    out = np.full((n, c, h + 2 * ph + eh, w + 2 * pw + ew), fill, dtype=x.dtype)
+    out[:, :, ph:ph + h, pw:pw + w] = x
+    return out
+
+
+def im2col(x, kernel, pad, stride, dilation, out_hw):
+    """Columns (C*kh*kw, N*oh*ow): row (c, i, j) holds, for every image and
+    output position, the input value under kernel tap (i, j) of channel c.
+    One matrix for the whole batch, so convolution is one GEMM per group."""
+    n, c = x.shape[:2]
+    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, stride, dilation, out_hw
+    xp = _padded(x, pad)
+    s = xp.strides
+    view = as_strided(xp, shape=(c, kh, kw, n, oh, ow),
+                      strides=(s[1], dh * s[2], dw * s[3], s[0], sh * s[2], sw * s[3]),
+                      writeable=False)
+    return np.ascontiguousarray(view).reshape(c * kh * kw, n * oh * ow)
+
+
+def col2im(cols, x_shape, kernel, pad, stride, dilation, out_hw):
+    """The adjoint of im2col: sum every column entry back onto its input pixel."""
+    n, c, h, w = x_shape
+    (kh, kw), (ph, pw), (sh, sw), (dh, dw), (oh, ow) = kernel, pad, stride, dilation, out_hw
+    cols = cols.reshape(c, kh, kw, n, oh, ow)
+    acc = np.zeros((c, n, h + 2 * ph, w + 2 * pw), dtype=cols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            acc[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh,
+                j * dw:j * dw + sw * (ow - 1) + 1:sw] += cols[:, i, j]
+    return acc[:, :, ph:ph + h, pw:pw + w].transpose(1, 0, 2, 3)
+
+
+# ---------------------------------------------------------------- pooling
+
+def _window_extra(h, w, kernel, pad, stride, out_hw):
+    """How far the last window reaches past the bottom/right padding."""
+    (kh, kw), (ph, pw), (sh, sw), (oh, ow) = kernel, pad, stride, out_hw
+    return (max(0, (oh - 1) * sh + kh - h - 2 * ph), max(0, (ow - 1) * sw + kw - w - 2 * pw))
+
+
+def _taps(xp, kernel, stride, out_hw):
+    (kh, kw), (sh, sw), (oh, ow) = kernel, stride, out_hw
+    for i in range(kh):
+        for j in range(kw):
+            yield i, j, xp[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
+
+
+def max_pool_forward(x, kernel, pad, stride, out_hw):
+    """Max over each window, ignoring padding; ties keep the first maximum in
+    row-major window order. Returns (y, index) with index = h * W + w."""
+    n, c, h, w = x.shape
+    (ph, pw), (sh, sw), (oh, ow) = pad, stride, out_hw
+    xp = _padded(x, pad, _window_extra(h, w, kernel, pad, stride, out_hw), fill=-np.inf)
+    best = np.full((n, c, oh, ow), -np.inf, dtype=x.dtype)
+    index = np.zeros((n, c, oh, ow), dtype=np.int64)
+    base = ((np.arange(oh) * sh - ph)[:, None] * w + (np.arange(ow) * sw - pw)[None, :])
+    for i, j, v in _taps(xp, kernel, stride, out_hw):
+        better = v > best
+        np.copyto(best, v, where=better)
+        np.copyto(index, np.broadcast_to(base + (i * w + j), index.shape), where=better)
+    return best, index
+
+
+def max_pool_backward(dy, index, x_shape):
+    n, c, h, w = x_shape
+    plane = h * w
+    flat = index.reshape(n * c, -1) + (np.arange(n * c) * plane)[:, None]
+    dx = np.bincount(flat.ravel(), weights=dy.ravel(), minlength=n * c * plane)
+    return dx.astype(dy.dtype).reshape(x_shape)
+
+
+def ave_pool_divisor(h, w, kernel, pad, stride, out_hw):
+    """Caffe's AVE divisor: the window clipped to the padded extent."""
+    (kh, kw), (ph, pw), (sh, sw), (oh, ow) = kernel, pad, stride, out_hw
+    hs = np.arange(oh) * sh - ph
+    ws = np.arange(ow) * sw - pw
+    size_h = np.minimum(hs + kh, h + ph) - hs
+    size_w = np.minimum(ws + kw, w + pw) - ws
+    return (size_h[:, None] * size_w[None, :]).astype(np.float32)
+
+
+def ave_pool_forward(x, kernel, pad, stride, out_hw):
+    n, c, h, w = x.shape
+    xp = _padded(x, pad, _window_extra(h, w, kernel, pad, stride, out_hw))
+    acc = np.zeros((n, c) + tuple(out_hw), dtype=x.dtype)
+    for _, _, v in _taps(xp, kernel, stride, out_hw):
+        acc += v
+    return acc / ave_pool_divisor(h, w, kernel, pad, stride, out_hw)
+
+
+def ave_pool_backward(dy, x_shape, kernel, pad, stride, out_hw):
+    n, c, h, w = x_shape
+    (ph, pw) = pad
+    eh, ew = _window_extra(h, w, kernel, pad, stride, out_hw)
+    acc = np.zeros((n, c, h + 2 * ph + eh, w + 2 * pw + ew), dtype=dy.dtype)
+    share = dy / ave_pool_divisor(h, w, kernel, pad, stride, out_hw)
+    for _, _, v in _taps(acc, kernel, stride, out_hw):
+        v += share
+    return acc[:, :, ph:ph + h, pw:pw + w]
+
+
+# ---------------------------------------------------------------- LRN
+
+def _channel_window_sum(a, size):
+    """Sum over the `size` channels centred on each channel (zero outside)."""
+    pre = (size - 1) // 2
+    c = a.shape[1]
+    padded = np.zeros((a.shape[0], c + size - 1) + a.shape[2:], dtype=a.dtype)
+    padded[:, pre:pre + c] = a
+    out = padded[:, 0:c].copy()
+    for j in range(1, size):
+        out += padded[:, j:j + c]
+    return out
+
+
+def lrn_across_forward(x, size, alpha, beta, k):
+    """Returns (y, scale) with scale = k + alpha/size * window sum of x^2."""
+    scale = _channel_window_sum(x * x, size)
+    scale *= np.float32(alpha / size)
+    scale += np.float32(k)
+    return x * np.power(scale, np.float32(-beta)), scale
+
+
+def lrn_across_backward(dy, x, y, scale, size, alpha, beta):
+    ratio = _channel_window_sum(dy * y / scale, size)
+    return dy * np.power(scale, np.float32(-beta)) - np.float32(2.0 * alpha * beta / size) * x * ratio
+
+
+# ---------------------------------------------------------------- softmax loss
+
+def softmax_loss_forward(prob, label, ignore_label):
+    """prob (outer, C, inner), label (outer, inner) -> (sum of -log p, valid count)."""
+    lab = label.astype(np.int64)
+    valid = np.ones(lab.shape, dtype=bool) if ignore_label is None else lab != ignore_label
+    safe = np.where(valid, lab, 0)
+    if safe.size and (safe.min() < 0 or safe.max() >= prob.shape[1]):
+        raise ValueError("label values must lie in [0, %d)" % prob.shape[1])
+    p = np.take_along_axis(prob, safe[:, None, :], axis=1)[:, 0, :]
+    losses = -np.log(np.maximum(p, FLT_MIN))
+    return float(losses[valid].sum(dtype=np.float64)), int(valid.sum())
+
+
+def softmax_loss_backward(prob, label, ignore_label):
+    """d(sum of -log p)/d(logits): prob - onehot(label), zero where ignored."""
+    lab = label.astype(np.int64)
+    valid = np.ones(lab.shape, dtype=bool) if ignore_label is None else lab != ignore_label
+    safe = np.where(valid, lab, 0)
+    dx = prob.copy()
+    onehot = np.take_along_axis(dx, safe[:, None, :], axis=1)
+    np.put_along_axis(dx, safe[:, None, :], onehot - 1, axis=1)
+    dx *= valid[:, None, :]
+    return dx

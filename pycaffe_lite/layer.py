@@ -1,0 +1,119 @@
+"""Layer base class and the one registry of layer types.
+
+A layer keeps its LayerParameter, its learnable/state blobs (`blobs`), and the
+loss weight of each top. Subclasses implement `layer_setup`, `reshape`,
+`forward` and `backward`; the wrappers here do what Caffe's Layer does around
+them (count checks, loss weights, reshape before every forward)."""
+from .errors import ConfigError
+from . import backend
+
+_REGISTRY = {}
+
+
+def register(*names):
+    def deco(cls):
+        for name in names:
+            _REGISTRY[name] = cls
+        cls.type = names[0]
+        return cls
+    return deco
+
+
+def layer_type_list():
+    return sorted(_REGISTRY)
+
+
+def create_layer(param, source="net"):
+    cls = _REGISTRY.get(param.type)
+    if cls is None:
+        raise ConfigError(
+            "%s: layer '%s' has unknown type '%s'. Known types: %s"
+            % (source, param.name, param.type, ", ".join(layer_type_list())))
+    return cls(param)
+
+
+class Layer:
+    type = None
+    # Bottom/top count rules (None: not checked).
+    exact_bottoms = min_bottoms = max_bottoms = None
+    exact_tops = min_tops = max_tops = None
+    # Loss layers weight their first top by 1 unless loss_weight says otherwise.
+    default_loss_weight = 0.0
+
+    def __init__(self, param):
+        self.param = param
+        self.phase = param.phase
+        self.blobs = []
+        self.loss_weights = []
+        self.param_propagate_down = []
+
+    @property
+    def name(self):
+        return self.param.name
+
+    def error(self, message, cls=ConfigError):
+        return cls("layer '%s' (%s): %s" % (self.param.name, self.param.type, message))
+
+    # -- set-up ----------------------------------------------------------
+    def setup(self, bottom, top):
+        self._check_counts(bottom, top)
+        self.layer_setup(bottom, top)
+        self.reshape(bottom, top)
+        self._set_loss_weights(top)
+
+    def _check_counts(self, bottom, top):
+        def check(what, n, exact, lo, hi):
+            if exact is not None and n != exact:
+                raise self.error("takes %d %s blob(s), got %d" % (exact, what, n))
+            if lo is not None and n < lo:
+                raise self.error("takes at least %d %s blob(s), got %d" % (lo, what, n))
+            if hi is not None and n > hi:
+                raise self.error("takes at most %d %s blob(s), got %d" % (hi, what, n))
+        check("bottom", len(bottom), self.exact_bottoms, self.min_bottoms, self.max_bottoms)
+        check("top", len(top), self.exact_tops, self.min_tops, self.max_tops)
+
+    def _set_loss_weights(self, top):
+        given = list(self.param.loss_weight)
+        if given and len(given) != len(top):
+            raise self.error("loss_weight must be given once per top (%d tops, %d weights)"
+                             % (len(top), len(given)))
+        if not given:
+            given = [self.default_loss_weight] + [0.0] * (len(top) - 1) if top else []
+        self.loss_weights = [float(w) for w in given]
+        for blob, w in zip(top, self.loss_weights):
+            if w:
+                blob.dev_diff[...] = w
+
+    def layer_setup(self, bottom, top):
+        pass
+
+    def reshape(self, bottom, top):
+        raise NotImplementedError
+
+    # -- running ---------------------------------------------------------
+    def run_forward(self, bottom, top):
+        """Reshape, compute the tops, and return this layer's weighted loss."""
+        self.reshape(bottom, top)
+        self.forward(bottom, top)
+        loss = 0.0
+        for blob, w in zip(top, self.loss_weights):
+            if w:
+                loss += w * float(blob.dev_data.sum(dtype="float64"))
+        return loss
+
+    def forward(self, bottom, top):
+        raise NotImplementedError
+
+    def backward(self, top, propagate_down, bottom):
+        """Write bottom diffs where propagate_down[i]; add to param diffs."""
+
+    def allow_force_backward(self, bottom_index):
+        return True
+
+    @property
+    def xp(self):
+        return backend.xp()
+
+    @property
+    def ops(self):
+        return backend.ops()

@@ -1,0 +1,196 @@
+"""Convolution and Deconvolution: im2col (or col2im) plus one GEMM per group."""
+import numpy as np
+
+from ..blob import Blob
+from ..errors import ShapeError
+from ..filler import fill
+from ..layer import Layer, register
+
+
+def _pair(layer, p, name, default):
+    """kernel/pad/stride/dilation as (h, w) from `name` or `name_h`/`name_w`."""
+    values = list(getattr(p, name))
+    has_hw = name != "dilation" and (p.HasField(name + "_h") or p.HasField(name + "_w"))
+    if has_hw:
+        if values:
+            raise layer.error("give either %s or %s_h/%s_w, not both" % (name, name, name))
+        return (int(getattr(p, name + "_h")) if p.HasField(name + "_h") else default,
+                int(getattr(p, name + "_w")) if p.HasField(name + "_w") else default)
+    if not values:
+        return (default, default)
+    if len(values) == 1:
+        return (int(values[0]),) * 2
+    if len(values) == 2:
+        return (int(values[0]), int(values[1]))
+    raise layer.error("%s takes 1 or 2 values for 2-D convolution, got %d" % (name, len(values)))
+
+
+class _BaseConv(Layer):
+    exact_bottoms = None
+    min_bottoms = 1
+    min_tops = 1
+    transposed = False
+
+    def layer_setup(self, bottom, top):
+        p = self.param.convolution_param
+        if len(top) != len(bottom):
+            raise self.error("needs as many tops as bottoms (%d vs %d)" % (len(top), len(bottom)))
+        if not p.HasField("num_output") or p.num_output == 0:
+            raise self.error("convolution_param needs num_output > 0")
+        self.kernel = self._kernel(p)
+        self.pad = _pair(self, p, "pad", 0)
+        self.stride = _pair(self, p, "stride", 1)
+        self.dilation = _pair(self, p, "dilation", 1)
+        if min(self.kernel) <= 0 or min(self.stride) <= 0 or min(self.dilation) <= 0:
+            raise self.error("kernel, stride and dilation must be positive (kernel %s, stride %s, dilation %s)"
+                             % (self.kernel, self.stride, self.dilation))
+        self.axis = bottom[0].canonical_axis(p.axis)
+        if bottom[0].num_axes - self.axis - 1 != 2:
+            raise self.error("only 2 spatial axes are supported: bottom %s with axis %d"
+                             % (bottom[0].shape, self.axis), ShapeError)
+        self.group = int(p.group)
+        channels = bottom[0].shape[self.axis]
+        self.num_output = int(p.num_output)
+        if channels % self.group or self.num_output % self.group:
+            raise self.error("group %d must divide both the input channels (%d) and num_output (%d)"
+                             % (self.group, channels, self.num_output), ShapeError)
+        self.channels = channels
+        kh, kw = self.kernel
+        if self.transposed:
+            wshape = (channels, self.num_output // self.group, kh, kw)
+        else:
+            wshape = (self.num_output, channels // self.group, kh, kw)
+        self.bias_term = p.bias_term
+        self.blobs = [Blob(wshape)]
+        fill(self.blobs[0], p.weight_filler)
+        if self.bias_term:
+            self.blobs.append(Blob((self.num_output,)))
+            fill(self.blobs[1], p.bias_filler)
+
+    def _kernel(self, p):
+        if p.HasField("kernel_h") or p.HasField("kernel_w"):
+            if len(p.kernel_size):
+                raise self.error("give either kernel_size or kernel_h/kernel_w, not both")
+            if not (p.HasField("kernel_h") and p.HasField("kernel_w")):
+                raise self.error("kernel_h and kernel_w must be given together")
+            return (int(p.kernel_h), int(p.kernel_w))
+        k = list(p.kernel_size)
+        if not k:
+            raise self.error("convolution_param needs kernel_size (or kernel_h and kernel_w)")
+        if len(k) > 2:
+            raise self.error("kernel_size takes 1 or 2 values for 2-D convolution, got %d" % len(k))
+        return (int(k[0]), int(k[-1]))
+
+    def _conv_out(self, h, w):
+        (kh, kw), (ph, pw), (sh, sw), (dh, dw) = self.kernel, self.pad, self.stride, self.dilation
+        return ((h + 2 * ph - (dh * (kh - 1) + 1)) // sh + 1,
+                (w + 2 * pw - (dw * (kw - 1) + 1)) // sw + 1)
+
+    def _deconv_out(self, h, w):
+        (kh, kw), (ph, pw), (sh, sw), (dh, dw) = self.kernel, self.pad, self.stride, self.dilation
+        return (sh * (h - 1) + dh * (kh - 1) + 1 - 2 * ph, sw * (w - 1) + dw * (kw - 1) + 1 - 2 * pw)
+
+    def reshape(self, bottom, top):
+        for b in bottom:
+            if b.num_axes != bottom[0].num_axes or b.shape[self.axis] != self.channels:
+                raise self.error("bottom %s does not have %d channels on axis %d"
+                                 % (b.shape, self.channels, self.axis), ShapeError)
+            if b.shape != bottom[0].shape:
+                raise self.error("all bottoms must have the same shape (%s vs %s)"
+                                 % (bottom[0].shape, b.shape), ShapeError)
+        h, w = bottom[0].shape[-2:]
+        self.out_hw = self._deconv_out(h, w) if self.transposed else self._conv_out(h, w)
+        if min(self.out_hw) <= 0:
+            raise self.error("input %dx%d is too small for kernel %s, pad %s, stride %s, dilation %s"
+                             % (h, w, self.kernel, self.pad, self.stride, self.dilation), ShapeError)
+        lead = bottom[0].shape[:self.axis]
+        for t in top:
+            t.reshape(lead + (self.num_output,) + tuple(self.out_hw))
+        self._cols = [None] * len(bottom)
+
+    def _as_nchw(self, a):
+        return a.reshape((-1,) + a.shape[self.axis:])
+
+    def _grouped_weight(self):
+        w = self.blobs[0].dev_data
+        return w.reshape(self.group, w.shape[0] // self.group, -1)
+
+
+@register("Convolution")
+class ConvolutionLayer(_BaseConv):
+    def forward(self, bottom, top):
+        ops, xp, g = self.ops, self.xp, self.group
+        wg = self._grouped_weight()                              # (g, M/g, K/g)
+        for i, (b, t) in enumerate(zip(bottom, top)):
+            x = self._as_nchw(b.dev_data)
+            n = x.shape[0]
+            cols = ops.im2col(x, self.kernel, self.pad, self.stride, self.dilation, self.out_hw)
+            self._cols[i] = cols
+            y = xp.matmul(wg, cols.reshape(g, cols.shape[0] // g, -1))  # (g, M/g, N*L)
+            y = y.reshape(self.num_output, n, -1)
+            if self.bias_term:
+                y += self.blobs[1].dev_data[:, None, None]
+            t.dev_data[...] = y.transpose(1, 0, 2).reshape(t.shape)
+
+    def backward(self, top, propagate_down, bottom):
+        ops, xp, g = self.ops, self.xp, self.group
+        wg = self._grouped_weight()
+        for i, (b, t) in enumerate(zip(bottom, top)):
+            dy = self._as_nchw(t.dev_diff)
+            n = dy.shape[0]
+            dyt = xp.ascontiguousarray(dy.reshape(n, self.num_output, -1).transpose(1, 0, 2))
+            dyg = dyt.reshape(g, self.num_output // g, -1)          # (g, M/g, N*L)
+            if self.bias_term and self.param_propagate_down[1]:
+                self.blobs[1].dev_diff[...] += dyt.sum(axis=(1, 2))
+            if self.param_propagate_down[0]:
+                cols = self._cols[i]
+                if cols is None:
+                    cols = ops.im2col(self._as_nchw(b.dev_data), self.kernel, self.pad, self.stride,
+                                      self.dilation, self.out_hw)
+                colsg = cols.reshape(g, cols.shape[0] // g, -1)
+                self.blobs[0].dev_diff[...] += xp.matmul(dyg, colsg.transpose(0, 2, 1)).reshape(
+                    self.blobs[0].shape)
+            if propagate_down[i]:
+                dcols = xp.matmul(wg.transpose(0, 2, 1), dyg).reshape(-1, dyg.shape[-1])
+                x_shape = self._as_nchw(b.dev_data).shape
+                b.dev_diff[...] = ops.col2im(dcols, x_shape, self.kernel, self.pad, self.stride,
+                                             self.dilation, self.out_hw).reshape(b.shape)
+            self._cols[i] = None
+
+
+@register("Deconvolution")
+class DeconvolutionLayer(_BaseConv):
+    transposed = True
+
+    def forward(self, bottom, top):
+        ops, xp, g = self.ops, self.xp, self.group
+        w = self.blobs[0].dev_data.reshape(g, self.channels // g, -1)     # (g, C/g, M/g*k*k)
+        for b, t in zip(bottom, top):
+            x = self._as_nchw(b.dev_data)
+            n, c, h, wd = x.shape
+            xt = xp.ascontiguousarray(x.reshape(n, c, -1).transpose(1, 0, 2)).reshape(g, c // g, -1)
+            cols = xp.matmul(w.transpose(0, 2, 1), xt).reshape(-1, n * h * wd)
+            y = ops.col2im(cols, (n, self.num_output) + tuple(self.out_hw), self.kernel, self.pad,
+                           self.stride, self.dilation, (h, wd))
+            if self.bias_term:
+                y = y + self.blobs[1].dev_data[None, :, None, None]
+            t.dev_data[...] = y.reshape(t.shape)
+
+    def backward(self, top, propagate_down, bottom):
+        ops, xp, g = self.ops, self.xp, self.group
+        w = self.blobs[0].dev_data.reshape(g, self.channels // g, -1)
+        for i, (b, t) in enumerate(zip(bottom, top)):
+            dy = self._as_nchw(t.dev_diff)
+            x = self._as_nchw(b.dev_data)
+            n, c, h, wd = x.shape
+            if self.bias_term and self.param_propagate_down[1]:
+                self.blobs[1].dev_diff[...] += dy.sum(axis=(0, 2, 3))
+            cols = ops.im2col(dy, self.kernel, self.pad, self.stride, self.dilation, (h, wd))
+            colsg = cols.reshape(g, cols.shape[0] // g, -1)                  # (g, M/g*k*k, N*H*W)
+            if self.param_propagate_down[0]:
+                xt = xp.ascontiguousarray(x.reshape(n, c, -1).transpose(1, 0, 2)).reshape(g, c // g, -1)
+                self.blobs[0].dev_diff[...] += xp.matmul(xt, colsg.transpose(0, 2, 1)).reshape(
+                    self.blobs[0].shape)
+            if propagate_down[i]:
+                dx = xp.matmul(w, colsg).reshape(c, n, h, wd).transpose(1, 0, 2, 3)
+                b.dev_diff[...] = dx.reshape(b.shape)

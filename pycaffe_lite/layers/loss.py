@@ -1,0 +1,221 @@
+"""Softmax, the loss layers, and Accuracy."""
+import numpy as np
+
+from ..errors import ShapeError
+from ..layer import Layer, register
+from ..proto import caffe_pb2 as pb
+
+LP = pb.LossParameter
+
+
+def _softmax(xp, x, axis):
+    e = xp.exp(x - x.max(axis=axis, keepdims=True))
+    e /= e.sum(axis=axis, keepdims=True)
+    return e
+
+
+@register("Softmax")
+class SoftmaxLayer(Layer):
+    exact_bottoms = 1
+    exact_tops = 1
+
+    def reshape(self, bottom, top):
+        self.axis = bottom[0].canonical_axis(self.param.softmax_param.axis)
+        top[0].reshape_like(bottom[0])
+
+    def forward(self, bottom, top):
+        top[0].dev_data[...] = _softmax(self.xp, bottom[0].dev_data, self.axis)
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            y, dy = top[0].dev_data, top[0].dev_diff
+            bottom[0].dev_diff[...] = (dy - (dy * y).sum(axis=self.axis, keepdims=True)) * y
+
+
+class LossLayer(Layer):
+    exact_bottoms = 2
+    default_loss_weight = 1.0
+
+    def allow_force_backward(self, bottom_index):
+        return bottom_index != 1   # never into the labels
+
+    def normalization(self, default):
+        p = self.param.loss_param
+        if p.HasField("normalization"):
+            return p.normalization
+        if p.HasField("normalize"):
+            return LP.VALID if p.normalize else LP.BATCH_SIZE
+        return default
+
+    @staticmethod
+    def normalizer(mode, outer, inner, valid):
+        n = {LP.FULL: outer * inner, LP.VALID: valid, LP.BATCH_SIZE: outer, LP.NONE: 1}[mode]
+        return max(1.0, float(n))
+
+    def ignore_label(self):
+        p = self.param.loss_param
+        return int(p.ignore_label) if p.HasField("ignore_label") else None
+
+
+@register("SoftmaxWithLoss")
+class SoftmaxWithLossLayer(LossLayer):
+    min_tops = 1
+    max_tops = 2
+
+    def reshape(self, bottom, top):
+        x, label = bottom
+        self.axis = x.canonical_axis(self.param.softmax_param.axis)
+        self.outer = x.count_range(0, self.axis)
+        self.inner = x.count_range(self.axis + 1)
+        if label.count != self.outer * self.inner:
+            raise self.error("label count (%d) must equal the number of predictions (%d = %s without axis %d); "
+                             "labels are (N, ...) with one integer per position"
+                             % (label.count, self.outer * self.inner, x.shape, self.axis), ShapeError)
+        top[0].reshape(())
+        if len(top) > 1:
+            top[1].reshape_like(x)
+
+    def _views(self, bottom):
+        x, label = bottom
+        c = x.shape[self.axis]
+        return x.dev_data.reshape(self.outer, c, self.inner), label.dev_data.reshape(self.outer, self.inner)
+
+    def forward(self, bottom, top):
+        x, label = self._views(bottom)
+        self._prob = _softmax(self.xp, x, 1)
+        try:
+            loss, valid = self.ops.softmax_loss_forward(self._prob, label, self.ignore_label())
+        except ValueError as e:
+            raise self.error("%s (got labels %s)" % (e, sorted(set(label.ravel().tolist()))[:10]))
+        self._norm = self.normalizer(self.normalization(LP.VALID), self.outer, self.inner, valid)
+        top[0].dev_data[...] = loss / self._norm
+        if len(top) > 1:
+            top[1].dev_data[...] = self._prob.reshape(top[1].shape)
+
+    def backward(self, top, propagate_down, bottom):
+        if len(propagate_down) > 1 and propagate_down[1]:
+            raise self.error("cannot backpropagate to the label input; set propagate_down: false for it")
+        if propagate_down[0]:
+            _, label = self._views(bottom)
+            d = self.ops.softmax_loss_backward(self._prob, label, self.ignore_label())
+            scale = np.float32(float(top[0].dev_diff.reshape(-1)[0]) / self._norm)
+            bottom[0].dev_diff[...] = (d * scale).reshape(bottom[0].shape)
+
+
+@register("EuclideanLoss")
+class EuclideanLossLayer(LossLayer):
+    exact_tops = 1
+
+    def allow_force_backward(self, bottom_index):
+        return True
+
+    def reshape(self, bottom, top):
+        if bottom[0].count_range(1) != bottom[1].count_range(1):
+            raise self.error("both inputs need the same dimension per sample (%s vs %s)"
+                             % (bottom[0].shape, bottom[1].shape), ShapeError)
+        top[0].reshape(())
+
+    def forward(self, bottom, top):
+        self._diff = bottom[0].dev_data - bottom[1].dev_data.reshape(bottom[0].shape)
+        n = bottom[0].num
+        top[0].dev_data[...] = float((self._diff * self._diff).sum(dtype=np.float64)) / n / 2
+
+    def backward(self, top, propagate_down, bottom):
+        w = float(top[0].dev_diff.reshape(-1)[0])
+        for i, (b, down) in enumerate(zip(bottom, propagate_down)):
+            if down:
+                sign = 1.0 if i == 0 else -1.0
+                b.dev_diff[...] = (self._diff * np.float32(sign * w / bottom[0].num)).reshape(b.shape)
+
+
+@register("SigmoidCrossEntropyLoss")
+class SigmoidCrossEntropyLossLayer(LossLayer):
+    exact_tops = 1
+
+    def reshape(self, bottom, top):
+        if bottom[0].count != bottom[1].count:
+            raise self.error("predictions and targets must have the same count (%d vs %d)"
+                             % (bottom[0].count, bottom[1].count), ShapeError)
+        top[0].reshape(())
+
+    def _valid(self, t):
+        ignore = self.ignore_label()
+        return None if ignore is None else t.astype(np.int64) != ignore
+
+    def forward(self, bottom, top):
+        xp = self.xp
+        x = bottom[0].dev_data
+        t = bottom[1].dev_data.reshape(x.shape)
+        pos = (x >= 0).astype(x.dtype)
+        losses = -(x * (t - pos) - xp.log1p(xp.exp(x - 2 * x * pos)))
+        valid = self._valid(t)
+        if valid is not None:
+            losses = losses * valid
+        count = int(valid.sum()) if valid is not None else x.size
+        outer = bottom[0].shape[0] if bottom[0].num_axes else 1
+        self._norm = self.normalizer(self.normalization(LP.BATCH_SIZE), outer, x.size // max(outer, 1), count)
+        top[0].dev_data[...] = float(losses.sum(dtype=np.float64)) / self._norm
+
+    def backward(self, top, propagate_down, bottom):
+        if len(propagate_down) > 1 and propagate_down[1]:
+            raise self.error("cannot backpropagate to the target input; set propagate_down: false for it")
+        if propagate_down[0]:
+            xp = self.xp
+            x = bottom[0].dev_data
+            t = bottom[1].dev_data.reshape(x.shape)
+            d = np.float32(0.5) * xp.tanh(np.float32(0.5) * x) + np.float32(0.5) - t
+            valid = self._valid(t)
+            if valid is not None:
+                d = d * valid
+            w = float(top[0].dev_diff.reshape(-1)[0])
+            bottom[0].dev_diff[...] = d * np.float32(w / self._norm)
+
+
+@register("Accuracy")
+class AccuracyLayer(Layer):
+    exact_bottoms = 2
+    min_tops = 1
+    max_tops = 2
+
+    def reshape(self, bottom, top):
+        p = self.param.accuracy_param
+        x, label = bottom
+        self.axis = x.canonical_axis(p.axis)
+        self.outer = x.count_range(0, self.axis)
+        self.inner = x.count_range(self.axis + 1)
+        self.classes = x.shape[self.axis]
+        if p.top_k > self.classes:
+            raise self.error("top_k (%d) is larger than the number of classes (%d)" % (p.top_k, self.classes))
+        if label.count != self.outer * self.inner:
+            raise self.error("label count (%d) must equal the number of predictions (%d)"
+                             % (label.count, self.outer * self.inner), ShapeError)
+        top[0].reshape(())
+        if len(top) > 1:
+            top[1].reshape((self.classes,))
+
+    def forward(self, bottom, top):
+        xp = self.xp
+        p = self.param.accuracy_param
+        x = bottom[0].dev_data.reshape(self.outer, self.classes, self.inner)
+        label = bottom[1].dev_data.reshape(self.outer, self.inner).astype(np.int64)
+        valid = xp.ones(label.shape, dtype=bool)
+        if p.HasField("ignore_label"):
+            valid = label != p.ignore_label
+        safe = xp.where(valid, label, 0)
+        if safe.size and (int(safe.min()) < 0 or int(safe.max()) >= self.classes):
+            raise self.error("label values must lie in [0, %d)" % self.classes)
+        true_score = xp.take_along_axis(x, safe[:, None, :], axis=1)
+        # Correct when fewer than top_k other classes score >= the true class.
+        better = (x >= true_score).sum(axis=1) - 1
+        correct = (better < p.top_k) & valid
+        count = int(valid.sum())
+        top[0].dev_data[...] = float(correct.sum()) / count if count else 0.0
+        if len(top) > 1:
+            per_class_n = xp.bincount(safe[valid], minlength=self.classes)
+            per_class_ok = xp.bincount(safe[correct], minlength=self.classes)
+            top[1].dev_data[...] = xp.where(per_class_n > 0, per_class_ok / xp.maximum(per_class_n, 1), 0)
+
+    def backward(self, top, propagate_down, bottom):
+        if any(propagate_down):
+            raise self.error("Accuracy has no gradient; do not use force_backward with it, or set "
+                             "propagate_down: false")

@@ -1,0 +1,248 @@
+"""Element-wise layers. Each may run in place (top == bottom), so a backward
+that needs the input either reads it from the output or keeps a copy."""
+import numpy as np
+
+from ..filler import fill
+from ..layer import Layer, register
+from ..proto import caffe_pb2 as pb
+from .. import backend
+
+
+class NeuronLayer(Layer):
+    exact_bottoms = 1
+    exact_tops = 1
+
+    def reshape(self, bottom, top):
+        top[0].reshape_like(bottom[0])
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            bottom[0].dev_diff[...] = self.grad(top[0].dev_diff, bottom[0], top[0])
+
+
+@register("ReLU")
+class ReLULayer(NeuronLayer):
+    def forward(self, bottom, top):
+        x, s = bottom[0].dev_data, self.param.relu_param.negative_slope
+        if s:
+            top[0].dev_data[...] = self.xp.where(x > 0, x, x * np.float32(s))
+        else:
+            self.xp.maximum(x, 0, out=top[0].dev_data)
+
+    def grad(self, dy, b, t):
+        # In place, b holds the output, whose sign is the input's.
+        s = self.param.relu_param.negative_slope
+        pos = b.dev_data > 0
+        return dy * pos if not s else dy * self.xp.where(pos, np.float32(1), np.float32(s))
+
+
+@register("Sigmoid")
+class SigmoidLayer(NeuronLayer):
+    def forward(self, bottom, top):
+        xp = self.xp
+        top[0].dev_data[...] = np.float32(0.5) * xp.tanh(np.float32(0.5) * bottom[0].dev_data) + np.float32(0.5)
+
+    def grad(self, dy, b, t):
+        y = t.dev_data
+        return dy * y * (1 - y)
+
+
+@register("TanH")
+class TanHLayer(NeuronLayer):
+    def forward(self, bottom, top):
+        self.xp.tanh(bottom[0].dev_data, out=top[0].dev_data)
+
+    def grad(self, dy, b, t):
+        y = t.dev_data
+        return dy * (1 - y * y)
+
+
+class _KeepInput(NeuronLayer):
+    """Keeps a copy of the input when running in place, for backward."""
+
+    def input_for_backward(self, bottom, top):
+        return self._saved if bottom[0] is top[0] else bottom[0].dev_data
+
+    def save_input(self, bottom, top):
+        if bottom[0] is top[0]:
+            self._saved = bottom[0].dev_data.copy()
+
+
+@register("Power")
+class PowerLayer(_KeepInput):
+    def forward(self, bottom, top):
+        p = self.param.power_param
+        self.save_input(bottom, top)
+        base = bottom[0].dev_data * np.float32(p.scale) + np.float32(p.shift)
+        top[0].dev_data[...] = base if p.power == 1 else self.xp.power(base, np.float32(p.power))
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        p = self.param.power_param
+        dy = top[0].dev_diff
+        diff_scale = np.float32(p.power * p.scale)
+        if diff_scale == 0 or p.power == 1:
+            bottom[0].dev_diff[...] = dy * diff_scale
+            return
+        x = self.input_for_backward(bottom, top)
+        if p.power == 2:
+            g = diff_scale * (np.float32(p.scale) * x + np.float32(p.shift))
+        else:
+            # Caffe's form, y / base, keeps its inf/NaN behaviour at base == 0.
+            g = diff_scale * top[0].dev_data / (np.float32(p.scale) * x + np.float32(p.shift))
+        bottom[0].dev_diff[...] = dy * g
+
+
+@register("Exp")
+class ExpLayer(NeuronLayer):
+    def layer_setup(self, bottom, top):
+        p = self.param.exp_param
+        if p.base != -1 and p.base <= 0:
+            raise self.error("exp_param base must be positive (or -1 for e), got %g" % p.base)
+        log_base = 1.0 if p.base == -1 else np.log(p.base)
+        self._inner = np.float32(log_base * p.scale)
+        self._outer = np.float32(1.0 if p.shift == 0 else
+                                 (np.exp(p.shift) if p.base == -1 else p.base ** p.shift))
+
+    def forward(self, bottom, top):
+        y = top[0].dev_data
+        self.xp.exp(bottom[0].dev_data * self._inner, out=y)
+        if self._outer != 1:
+            y *= self._outer
+
+    def grad(self, dy, b, t):
+        return dy * t.dev_data * self._inner
+
+
+@register("Log")
+class LogLayer(_KeepInput):
+    def layer_setup(self, bottom, top):
+        p = self.param.log_param
+        if p.base != -1 and p.base <= 0:
+            raise self.error("log_param base must be positive (or -1 for e), got %g" % p.base)
+        self._base_scale = np.float32(1.0 if p.base == -1 else 1.0 / np.log(p.base))
+
+    def forward(self, bottom, top):
+        p = self.param.log_param
+        self.save_input(bottom, top)
+        inner = bottom[0].dev_data * np.float32(p.scale) + np.float32(p.shift)
+        top[0].dev_data[...] = self.xp.log(inner) * self._base_scale
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            p = self.param.log_param
+            x = self.input_for_backward(bottom, top)
+            inner = x * np.float32(p.scale) + np.float32(p.shift)
+            bottom[0].dev_diff[...] = top[0].dev_diff * (np.float32(p.scale) * self._base_scale) / inner
+
+
+@register("AbsVal")
+class AbsValLayer(_KeepInput):
+    def forward(self, bottom, top):
+        self.save_input(bottom, top)
+        self.xp.abs(bottom[0].dev_data, out=top[0].dev_data)
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            x = self.input_for_backward(bottom, top)
+            bottom[0].dev_diff[...] = top[0].dev_diff * self.xp.sign(x)
+
+
+@register("BNLL")
+class BNLLLayer(_KeepInput):
+    def forward(self, bottom, top):
+        xp = self.xp
+        self.save_input(bottom, top)
+        x = bottom[0].dev_data
+        # log(1 + e^x), written so that neither branch overflows.
+        top[0].dev_data[...] = xp.where(x > 0, x + xp.log1p(xp.exp(-x)), xp.log1p(xp.exp(x)))
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            xp = self.xp
+            e = xp.exp(xp.minimum(self.input_for_backward(bottom, top), np.float32(50)))
+            bottom[0].dev_diff[...] = top[0].dev_diff * e / (e + 1)
+
+
+@register("ELU")
+class ELULayer(NeuronLayer):
+    def forward(self, bottom, top):
+        xp, a = self.xp, np.float32(self.param.elu_param.alpha)
+        x = bottom[0].dev_data
+        top[0].dev_data[...] = xp.where(x > 0, x, a * (xp.exp(xp.minimum(x, 0)) - 1))
+
+    def grad(self, dy, b, t):
+        # In place, b holds the output; its sign is still the input's.
+        a = np.float32(self.param.elu_param.alpha)
+        return dy * self.xp.where(b.dev_data > 0, np.float32(1), t.dev_data + a)
+
+
+@register("PReLU")
+class PReLULayer(_KeepInput):
+    def layer_setup(self, bottom, top):
+        p = self.param.prelu_param
+        if bottom[0].num_axes < 2:
+            raise self.error("needs a bottom with a channel axis, got shape %s" % (bottom[0].shape,))
+        from ..blob import Blob
+        shape = () if p.channel_shared else (bottom[0].channels,)
+        self.blobs = [Blob(shape)]
+        filler = p.filler if p.HasField("filler") else pb.FillerParameter(type="constant", value=0.25)
+        fill(self.blobs[0], filler)
+
+    def _slope(self, x):
+        a = self.blobs[0].dev_data
+        return a if a.ndim == 0 else a.reshape((1, -1) + (1,) * (x.ndim - 2))
+
+    def forward(self, bottom, top):
+        self.save_input(bottom, top)
+        x = bottom[0].dev_data
+        top[0].dev_data[...] = self.xp.where(x > 0, x, x * self._slope(x))
+
+    def backward(self, top, propagate_down, bottom):
+        xp = self.xp
+        x = self.input_for_backward(bottom, top)
+        dy = top[0].dev_diff
+        if self.param_propagate_down[0]:
+            g = dy * x * (x <= 0)
+            if self.blobs[0].dev_data.ndim == 0:
+                self.blobs[0].dev_diff[...] += g.sum()
+            else:
+                axes = (0,) + tuple(range(2, x.ndim))
+                self.blobs[0].dev_diff[...] += g.sum(axis=axes)
+        if propagate_down[0]:
+            bottom[0].dev_diff[...] = dy * xp.where(x > 0, np.float32(1), self._slope(x))
+
+
+@register("Threshold")
+class ThresholdLayer(NeuronLayer):
+    def forward(self, bottom, top):
+        t = np.float32(self.param.threshold_param.threshold)
+        top[0].dev_data[...] = bottom[0].dev_data > t
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            raise self.error("Threshold has no gradient; set propagate_down: false on the layers below "
+                             "or remove force_backward")
+
+
+@register("Dropout")
+class DropoutLayer(NeuronLayer):
+    def layer_setup(self, bottom, top):
+        ratio = self.param.dropout_param.dropout_ratio
+        if not 0 <= ratio < 1:
+            raise self.error("dropout_ratio must be in [0, 1), got %g" % ratio)
+        self._ratio = np.float32(ratio)
+        self._scale = np.float32(1.0 / (1.0 - ratio))
+
+    def forward(self, bottom, top):
+        x = bottom[0].dev_data
+        if self.phase == pb.TRAIN:
+            keep = backend.rng().uniform(size=x.shape) >= self._ratio
+            self._mask = self.xp.asarray(keep.astype(np.float32) * self._scale)
+            self.xp.multiply(x, self._mask, out=top[0].dev_data)
+        elif bottom[0] is not top[0]:
+            top[0].dev_data[...] = x
+
+    def grad(self, dy, b, t):
+        return dy * self._mask if self.phase == pb.TRAIN else dy

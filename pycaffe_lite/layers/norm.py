@@ -1,0 +1,177 @@
+"""BatchNorm, Scale and Bias."""
+import numpy as np
+
+from ..blob import Blob
+from ..errors import ShapeError
+from ..filler import fill
+from ..layer import Layer, register
+from ..proto import caffe_pb2 as pb
+
+
+@register("BatchNorm")
+class BatchNormLayer(Layer):
+    exact_bottoms = 1
+    exact_tops = 1
+
+    def layer_setup(self, bottom, top):
+        p = self.param.batch_norm_param
+        self.use_global = p.use_global_stats if p.HasField("use_global_stats") else self.phase == pb.TEST
+        self.maf, self.eps = p.moving_average_fraction, p.eps
+        c = bottom[0].shape[1] if bottom[0].num_axes > 1 else 1
+        self.blobs = [Blob((c,)), Blob((c,)), Blob((1,))]
+        # The statistics are not learned: pin their learning rate to 0.
+        for i in range(3):
+            if i == len(self.param.param):
+                self.param.param.add(lr_mult=0)
+            elif self.param.param[i].lr_mult != 0:
+                raise self.error("its three blobs are statistics, not parameters: lr_mult must be 0")
+
+    def reshape(self, bottom, top):
+        top[0].reshape_like(bottom[0])
+
+    def _shape(self, x):
+        return (1, -1) + (1,) * (x.ndim - 2)
+
+    def forward(self, bottom, top):
+        xp = self.xp
+        x = bottom[0].dev_data
+        axes = (0,) + tuple(range(2, x.ndim))
+        if self.use_global:
+            f = float(self.blobs[2].dev_data[0])
+            f = 0.0 if f == 0 else 1.0 / f
+            mean = self.blobs[0].dev_data * np.float32(f)
+            var = self.blobs[1].dev_data * np.float32(f)
+        else:
+            mean = x.mean(axis=axes, dtype=np.float32)
+            centred = x - mean.reshape(self._shape(x))
+            var = (centred * centred).mean(axis=axes, dtype=np.float32)
+            m = x.size // mean.size
+            corr = m / (m - 1.0) if m > 1 else 1.0
+            maf = np.float32(self.maf)
+            self.blobs[2].dev_data[...] = self.blobs[2].dev_data * maf + 1
+            self.blobs[0].dev_data[...] = self.blobs[0].dev_data * maf + mean
+            self.blobs[1].dev_data[...] = self.blobs[1].dev_data * maf + np.float32(corr) * var
+        self._inv_std = (np.float32(1) / xp.sqrt(var + np.float32(self.eps))).reshape(self._shape(x))
+        y = (x - mean.reshape(self._shape(x))) * self._inv_std
+        top[0].dev_data[...] = y
+        self._y = None if self.use_global else y
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        dy = top[0].dev_diff
+        if self.use_global:
+            bottom[0].dev_diff[...] = dy * self._inv_std
+            return
+        y = self._y
+        axes = (0,) + tuple(range(2, y.ndim))
+        mean_dy = dy.mean(axis=axes, keepdims=True)
+        mean_dyy = (dy * y).mean(axis=axes, keepdims=True)
+        bottom[0].dev_diff[...] = (dy - mean_dy - y * mean_dyy) * self._inv_std
+
+
+def _broadcast_geometry(layer, x, axis, shape):
+    """Shape that lines a (scale_dim...) blob up with x starting at `axis`."""
+    if tuple(x.shape[axis:axis + len(shape)]) != tuple(shape):
+        raise layer.error("blob shape %s does not match bottom %s from axis %d"
+                          % (tuple(shape), x.shape, axis), ShapeError)
+    return (1,) * axis + tuple(shape) + (1,) * (x.ndim - axis - len(shape))
+
+
+def _param_shape(layer, bottom, axis_field, num_axes):
+    b = bottom[0]
+    axis = b.canonical_axis(axis_field) if b.num_axes else 0
+    if num_axes < -1:
+        raise layer.error("num_axes must be -1 or more, got %d" % num_axes)
+    end = b.num_axes if num_axes == -1 else axis + num_axes
+    if end > b.num_axes:
+        raise layer.error("axis %d + num_axes %d runs past the %d axes of the bottom" % (axis, num_axes, b.num_axes))
+    return axis, b.shape[axis:end]
+
+
+class _AffineLayer(Layer):
+    min_bottoms = 1
+    max_bottoms = 2
+    exact_tops = 1
+
+    def reshape(self, bottom, top):
+        x = bottom[0]
+        shape = bottom[1].shape if len(bottom) > 1 else self.blobs[0].shape
+        self._bshape = _broadcast_geometry(self, x.dev_data, self.axis, shape)
+        top[0].reshape_like(x)
+
+    def _reduce(self, a):
+        """Sum `a` (shaped like the bottom) down to the parameter's shape."""
+        axes = tuple(i for i, d in enumerate(self._bshape) if d == 1)
+        return a.sum(axis=axes)
+
+
+@register("Scale")
+class ScaleLayer(_AffineLayer):
+    def layer_setup(self, bottom, top):
+        p = self.param.scale_param
+        if len(bottom) > 1:
+            self.axis = bottom[0].canonical_axis(p.axis)
+            self.blobs = []
+        else:
+            self.axis, shape = _param_shape(self, bottom, p.axis, p.num_axes)
+            self.blobs = [Blob(shape)]
+            fill(self.blobs[0], p.filler if p.HasField("filler") else pb.FillerParameter(type="constant", value=1))
+        self.bias_index = None
+        if p.bias_term:
+            shape = bottom[1].shape if len(bottom) > 1 else self.blobs[0].shape
+            self.bias_index = len(self.blobs)
+            self.blobs.append(Blob(shape))
+            fill(self.blobs[-1], p.bias_filler)
+
+    def _scale(self, bottom):
+        return (bottom[1] if len(bottom) > 1 else self.blobs[0]).dev_data.reshape(self._bshape)
+
+    def forward(self, bottom, top):
+        x = bottom[0].dev_data
+        self._x = x.copy() if bottom[0] is top[0] else None
+        y = x * self._scale(bottom)
+        if self.bias_index is not None:
+            y += self.blobs[self.bias_index].dev_data.reshape(self._bshape)
+        top[0].dev_data[...] = y
+
+    def backward(self, top, propagate_down, bottom):
+        dy = top[0].dev_diff
+        x = self._x if self._x is not None else bottom[0].dev_data
+        if self.bias_index is not None and self.param_propagate_down[self.bias_index]:
+            self.blobs[self.bias_index].dev_diff[...] += self._reduce(dy).reshape(
+                self.blobs[self.bias_index].shape)
+        if len(bottom) > 1:
+            if propagate_down[1]:
+                bottom[1].dev_diff[...] = self._reduce(dy * x).reshape(bottom[1].shape)
+        elif self.param_propagate_down[0]:
+            self.blobs[0].dev_diff[...] += self._reduce(dy * x).reshape(self.blobs[0].shape)
+        if propagate_down[0]:
+            bottom[0].dev_diff[...] = dy * self._scale(bottom)
+
+
+@register("Bias")
+class BiasLayer(_AffineLayer):
+    def layer_setup(self, bottom, top):
+        p = self.param.bias_param
+        if len(bottom) > 1:
+            self.axis = bottom[0].canonical_axis(p.axis)
+            self.blobs = []
+        else:
+            self.axis, shape = _param_shape(self, bottom, p.axis, p.num_axes)
+            self.blobs = [Blob(shape)]
+            fill(self.blobs[0], p.filler)
+
+    def forward(self, bottom, top):
+        b = (bottom[1] if len(bottom) > 1 else self.blobs[0]).dev_data.reshape(self._bshape)
+        top[0].dev_data[...] = bottom[0].dev_data + b
+
+    def backward(self, top, propagate_down, bottom):
+        dy = top[0].dev_diff
+        if len(bottom) > 1:
+            if propagate_down[1]:
+                bottom[1].dev_diff[...] = self._reduce(dy).reshape(bottom[1].shape)
+        elif self.param_propagate_down[0]:
+            self.blobs[0].dev_diff[...] += self._reduce(dy).reshape(self.blobs[0].shape)
+        if propagate_down[0]:
+            bottom[0].dev_diff[...] = dy

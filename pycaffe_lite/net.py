@@ -1,0 +1,567 @@
+"""Net: a NetParameter built into layers and blobs, run forward and backward.
+
+The steps follow Caffe's Net::Init: upgrade old formats, keep the layers whose
+include/exclude rules meet the NetState, insert Split layers where one top
+feeds several bottoms, set up each layer in order, then work out which layers
+and blobs need backward."""
+from collections import OrderedDict
+
+import numpy as np
+
+from . import protoio
+from .blob import Blob
+from .errors import CaffeError, ConfigError, FormatError, ShapeError
+from .layer import create_layer
+from .proto import caffe_pb2 as pb
+from .upgrade import upgrade_net
+
+TRAIN, TEST = pb.TRAIN, pb.TEST
+
+
+# ---------------------------------------------------------------- NetState rules
+
+def state_meets_rule(state, rule):
+    if rule.HasField("phase") and rule.phase != state.phase:
+        return False
+    if rule.HasField("min_level") and state.level < rule.min_level:
+        return False
+    if rule.HasField("max_level") and state.level > rule.max_level:
+        return False
+    stages = set(state.stage)
+    if any(s not in stages for s in rule.stage):
+        return False
+    if any(s in stages for s in rule.not_stage):
+        return False
+    return True
+
+
+def filter_net(param, state, source="net"):
+    """The layers of `param` that the NetState includes (Caffe's FilterNet)."""
+    out = pb.NetParameter()
+    out.CopyFrom(param)
+    del out.layer[:]
+    for layer in param.layer:
+        if len(layer.include) and len(layer.exclude):
+            raise ConfigError("%s: layer '%s' has both include and exclude rules; give one kind only"
+                              % (source, layer.name))
+        if len(layer.include):
+            keep = any(state_meets_rule(state, r) for r in layer.include)
+        else:
+            keep = not any(state_meets_rule(state, r) for r in layer.exclude)
+        if keep:
+            out.layer.add().CopyFrom(layer)
+    return out
+
+
+# ---------------------------------------------------------------- split insertion
+
+def split_layer_name(layer_name, blob_name, top_index):
+    return "%s_%s_%d_split" % (blob_name, layer_name, top_index)
+
+
+def split_blob_name(layer_name, blob_name, top_index, k):
+    return "%s_%s_%d_split_%d" % (blob_name, layer_name, top_index, k)
+
+
+def insert_splits(param, source="net"):
+    """Give each consumer of a multiply-used top its own copy (Caffe's names)."""
+    last_top = {}           # blob name -> (layer index, top index) that last wrote it
+    source_of = {}          # (layer, bottom index) -> (layer, top index)
+    uses = {}               # (layer, top index) -> number of consumers (+1 if a loss)
+    loss_weight = {}
+    for i, layer in enumerate(param.layer):
+        for j, name in enumerate(layer.bottom):
+            if name not in last_top:
+                raise ConfigError("%s: layer '%s' (%s) wants bottom blob '%s', which no earlier layer "
+                                  "produces; add a layer (or an Input) with top: \"%s\" before it"
+                                  % (source, layer.name, layer.type, name, name))
+            src = last_top[name]
+            source_of[(i, j)] = src
+            uses[src] = uses.get(src, 0) + 1
+        for j, name in enumerate(layer.top):
+            last_top[name] = (i, j)
+        for j in range(min(len(layer.loss_weight), len(layer.top))):
+            loss_weight[(i, j)] = layer.loss_weight[j]
+            if layer.loss_weight[j]:
+                uses[(i, j)] = uses.get((i, j), 0) + 1
+    out = pb.NetParameter()
+    out.CopyFrom(param)
+    del out.layer[:]
+    next_split = {}
+    for i, layer in enumerate(param.layer):
+        copy = out.layer.add()
+        copy.CopyFrom(layer)
+        for j, name in enumerate(layer.bottom):
+            src = source_of[(i, j)]
+            if uses.get(src, 0) > 1:
+                k = next_split.get(src, 0)
+                next_split[src] = k + 1
+                copy.bottom[j] = split_blob_name(param.layer[src[0]].name, name, src[1], k)
+        for j, name in enumerate(layer.top):
+            count = uses.get((i, j), 0)
+            if count <= 1:
+                continue
+            weight = loss_weight.get((i, j), 0.0)
+            split = out.layer.add(name=split_layer_name(layer.name, name, j), type="Split")
+            split.bottom.append(name)
+            for k in range(count):
+                split.top.append(split_blob_name(layer.name, name, j, k))
+                if weight:
+                    split.loss_weight.append(weight if k == 0 else 0.0)
+            if weight:
+                copy.ClearField("loss_weight")
+                next_split[(i, j)] = next_split.get((i, j), 0) + 1
+    return out
+
+
+# ---------------------------------------------------------------- the net
+
+def _phase_value(phase):
+    if phase in (TRAIN, TEST):
+        return phase
+    if isinstance(phase, str) and phase.upper() in ("TRAIN", "TEST"):
+        return TRAIN if phase.upper() == "TRAIN" else TEST
+    raise ConfigError("phase must be caffe.TRAIN or caffe.TEST, got %r" % (phase,))
+
+
+class Net:
+    """pycaffe's Net. Both of pycaffe's signatures work:
+
+        Net(model_file, phase, level=0, stages=None, weights=None)
+        Net(model_file, weights_file, phase)
+
+    `model_file` may also be a NetParameter message."""
+
+    def __init__(self, model, *args, **kwargs):
+        phase, weights, level, stages = self._parse_args(args, kwargs)
+        if isinstance(model, pb.NetParameter):
+            param, source = pb.NetParameter(), "NetParameter"
+            param.CopyFrom(model)
+        else:
+            source = str(model)
+            param = protoio.read_net_text(source)
+        state = pb.NetState(phase=phase, level=level)
+        state.stage.extend(stages or [])
+        self._source = source
+        self._init(param, state)
+        if weights is not None:
+            self.copy_from(weights)
+
+    @staticmethod
+    def _parse_args(args, kwargs):
+        args = list(args)
+        weights = kwargs.pop("weights", None)
+        level = kwargs.pop("level", 0)
+        stages = kwargs.pop("stages", None)
+        phase = kwargs.pop("phase", None)
+        if kwargs:
+            raise TypeError("Net() got unexpected arguments: %s" % ", ".join(sorted(kwargs)))
+        if args and isinstance(args[0], str) and not isinstance(args[0], bool) \
+                and args[0].upper() not in ("TRAIN", "TEST"):
+            weights = args.pop(0)          # the older Net(model, weights, phase)
+        if args:
+            phase = args.pop(0)
+        if args:
+            level = args.pop(0)
+        if args:
+            stages = args.pop(0)
+        if args:
+            raise TypeError("Net() takes at most 4 positional arguments after the model")
+        if phase is None:
+            raise TypeError("Net() needs a phase: caffe.Net(model, caffe.TEST) or caffe.TRAIN")
+        return _phase_value(phase), weights, int(level), list(stages or [])
+
+    # -- building --------------------------------------------------------
+    def _init(self, param, state):
+        src = self._source
+        upgrade_net(param, src)
+        if param.HasField("state"):
+            merged = pb.NetState()
+            merged.CopyFrom(param.state)
+            merged.MergeFrom(state)
+            merged.phase = state.phase
+            state = merged
+        self.phase = state.phase
+        filtered = filter_net(param, state, src)
+        if not len(filtered.layer):
+            raise ConfigError("%s: no layer is left in phase %s (level %d, stages %s): every layer's "
+                              "include/exclude rules leave it out; check the rules or the phase"
+                              % (src, pb.Phase.Name(state.phase), state.level, list(state.stage)))
+        for layer in filtered.layer:
+            if not layer.HasField("phase"):
+                layer.phase = state.phase
+        self._param = insert_splits(filtered, src)
+        self.name = self._param.name
+
+        self.layers, self._layer_names = [], []
+        self._blobs, self._blob_names, self._blob_index = [], [], {}
+        self._bottom_ids, self._top_ids = [], []
+        self._bottom_need_backward, self._blob_need_backward = [], []
+        self._input_ids = []
+        self._params, self._param_owner, self._param_display = [], [], []
+        self._param_layer_indices = []
+        self._param_names_index = {}
+        self._learnable_params = []
+        self._params_lr, self._params_weight_decay = [], []
+        self._layer_need_backward = []
+        available = OrderedDict()
+
+        for li, lp in enumerate(self._param.layer):
+            layer = create_layer(lp, src)
+            self.layers.append(layer)
+            self._layer_names.append(lp.name)
+            if len(lp.propagate_down) and len(lp.propagate_down) != len(lp.bottom):
+                raise ConfigError("%s: layer '%s' gives propagate_down %d times; give it once per bottom (%d)"
+                                  % (src, lp.name, len(lp.propagate_down), len(lp.bottom)))
+            need_backward = False
+            bottoms, bottom_nb = [], []
+            for j, name in enumerate(lp.bottom):
+                if name not in available:
+                    raise ConfigError("%s: layer '%s' (%s) wants bottom blob '%s', which is not available "
+                                      "at that point (already consumed, or produced later)"
+                                      % (src, lp.name, lp.type, name))
+                bid = self._blob_index[name]
+                del available[name]
+                need_backward = need_backward or self._blob_need_backward[bid]
+                bottoms.append(bid)
+                bottom_nb.append(bool(lp.propagate_down[j]) if len(lp.propagate_down)
+                                 else self._blob_need_backward[bid])
+            self._bottom_ids.append(bottoms)
+            self._bottom_need_backward.append(bottom_nb)
+            tops = []
+            for j, name in enumerate(lp.top):
+                if name in self._blob_index and j < len(lp.bottom) and lp.bottom[j] == name:
+                    bid = self._blob_index[name]           # in place
+                elif name in self._blob_index:
+                    raise ConfigError("%s: layer '%s' writes top '%s', which an earlier layer already "
+                                      "produced; only in-place use (the same name as the bottom at that "
+                                      "position) is allowed" % (src, lp.name, name))
+                else:
+                    bid = len(self._blobs)
+                    self._blobs.append(Blob())
+                    self._blob_names.append(name)
+                    self._blob_index[name] = bid
+                    self._blob_need_backward.append(False)
+                    if lp.type == "Input":
+                        self._input_ids.append(bid)
+                tops.append(bid)
+                available[name] = bid
+            self._top_ids.append(tops)
+
+            bottom_blobs = [self._blobs[b] for b in bottoms]
+            top_blobs = [self._blobs[t] for t in tops]
+            try:
+                layer.setup(bottom_blobs, top_blobs)
+            except CaffeError as e:
+                if lp.name in str(e):
+                    raise
+                raise type(e)("%s: layer '%s' (%s): %s" % (src, lp.name, lp.type, e)) from None
+
+            # Parameters: owned here, or shared by ParamSpec name.
+            nparams = len(layer.blobs)
+            if len(lp.param) > nparams:
+                raise ConfigError("%s: layer '%s' gives %d param specs but has only %d parameter blobs"
+                                  % (src, lp.name, len(lp.param), nparams))
+            layer.param_propagate_down = []
+            for p in range(nparams):
+                spec = lp.param[p] if p < len(lp.param) else pb.ParamSpec()
+                lr = spec.lr_mult
+                layer.param_propagate_down.append(lr != 0)
+                need_backward = need_backward or lr != 0
+                self._append_param(li, p, spec)
+            self._layer_need_backward.append(need_backward)
+            for t in tops:
+                self._blob_need_backward[t] = self._blob_need_backward[t] or need_backward
+
+        self._analyse_backward(param.force_backward)
+        self._output_ids = sorted(available.values(), key=lambda b: self._blob_names[b])
+        self._build_dicts()
+
+    def _append_param(self, li, p, spec):
+        layer = self.layers[li]
+        pid = len(self._params)
+        self._params.append(layer.blobs[p])
+        self._param_layer_indices.append((li, p))
+        name = spec.name if spec.HasField("name") else ""
+        self._param_display.append(name or str(pid))
+        if not name or name not in self._param_names_index:
+            if name:
+                self._param_names_index[name] = pid
+            self._param_owner.append(-1)
+            self._learnable_params.append(layer.blobs[p])
+            self._params_lr.append(spec.lr_mult)
+            self._params_weight_decay.append(spec.decay_mult)
+            return
+        owner = self._param_names_index[name]
+        self._param_owner.append(owner)
+        owner_li, owner_p = self._param_layer_indices[owner]
+        owner_blob = self.layers[owner_li].blobs[owner_p]
+        mine = layer.blobs[p]
+        mode = spec.share_mode
+        if mode == pb.ParamSpec.PERMISSIVE:
+            if owner_blob.count != mine.count:
+                raise ShapeError("%s: layer '%s' shares param '%s' with layer '%s' but their counts differ "
+                                 "(%d vs %d)" % (self._source, layer.name, name, self._layer_names[owner_li],
+                                                 mine.count, owner_blob.count))
+        elif owner_blob.shape != mine.shape:
+            raise ShapeError("%s: layer '%s' shares param '%s' with layer '%s' but the shapes differ (%s vs %s); "
+                             "use share_mode: PERMISSIVE to share by count"
+                             % (self._source, layer.name, name, self._layer_names[owner_li],
+                                mine.shape, owner_blob.shape))
+        # One Blob object: both layers read and accumulate into the same memory.
+        layer.blobs[p] = owner_blob
+        self._params[pid] = owner_blob
+        learnable = self._learnable_params.index(owner_blob)
+        if spec.HasField("lr_mult"):
+            self._params_lr[learnable] = spec.lr_mult
+        if spec.HasField("decay_mult"):
+            self._params_weight_decay[learnable] = spec.decay_mult
+
+    def _analyse_backward(self, force_backward):
+        """Skip backward for layers that do not lead to a loss (Caffe's pruning)."""
+        under_loss, skip = set(), set()
+        for li in reversed(range(len(self.layers))):
+            layer = self.layers[li]
+            contributes, skip_down = False, True
+            for j, t in enumerate(self._top_ids[li]):
+                if layer.loss_weights[j] or t in under_loss:
+                    contributes = True
+                if t not in skip:
+                    skip_down = False
+                if contributes and not skip_down:
+                    break
+            if self._layer_need_backward[li] and skip_down:
+                self._layer_need_backward[li] = False
+                self._bottom_need_backward[li] = [False] * len(self._bottom_ids[li])
+            if not contributes:
+                self._layer_need_backward[li] = False
+            for j, b in enumerate(self._bottom_ids[li]):
+                if contributes:
+                    under_loss.add(b)
+                else:
+                    self._bottom_need_backward[li][j] = False
+                if not self._bottom_need_backward[li][j]:
+                    skip.add(b)
+        if force_backward:
+            for li, layer in enumerate(self.layers):
+                self._layer_need_backward[li] = True
+                for j, b in enumerate(self._bottom_ids[li]):
+                    nb = self._bottom_need_backward[li][j] or layer.allow_force_backward(j)
+                    self._bottom_need_backward[li][j] = nb
+                    self._blob_need_backward[b] = self._blob_need_backward[b] or nb
+                layer.param_propagate_down = [True] * len(layer.blobs)
+
+    def _build_dicts(self):
+        self._blobs_dict = OrderedDict(zip(self._blob_names, self._blobs))
+        self._layer_dict = OrderedDict(zip(self._layer_names, self.layers))
+        self._blob_loss_weights = [0.0] * len(self._blobs)
+        for li, layer in enumerate(self.layers):
+            for j, t in enumerate(self._top_ids[li]):
+                if layer.loss_weights[j]:
+                    self._blob_loss_weights[t] = layer.loss_weights[j]
+
+    # -- pycaffe's read-only views ----------------------------------------
+    @property
+    def blobs(self):
+        return self._blobs_dict
+
+    @property
+    def params(self):
+        return OrderedDict((n, l.blobs) for n, l in zip(self._layer_names, self.layers) if l.blobs)
+
+    @property
+    def layer_dict(self):
+        return self._layer_dict
+
+    @property
+    def blob_loss_weights(self):
+        return OrderedDict(zip(self._blob_names, self._blob_loss_weights))
+
+    @property
+    def inputs(self):
+        return [self._blob_names[i] for i in self._input_ids]
+
+    @property
+    def outputs(self):
+        return [self._blob_names[i] for i in self._output_ids]
+
+    @property
+    def top_names(self):
+        return OrderedDict((n, [self._blob_names[t] for t in ids])
+                           for n, ids in zip(self._layer_names, self._top_ids))
+
+    @property
+    def bottom_names(self):
+        return OrderedDict((n, [self._blob_names[b] for b in ids])
+                           for n, ids in zip(self._layer_names, self._bottom_ids))
+
+    @property
+    def learnable_params(self):
+        return list(self._learnable_params)
+
+    @property
+    def params_lr(self):
+        return list(self._params_lr)
+
+    @property
+    def params_weight_decay(self):
+        return list(self._params_weight_decay)
+
+    def _bottom(self, li):
+        return [self._blobs[b] for b in self._bottom_ids[li]]
+
+    def _top(self, li):
+        return [self._blobs[t] for t in self._top_ids[li]]
+
+    # -- running ---------------------------------------------------------
+    def _layer_index(self, name, what):
+        try:
+            return self._layer_names.index(name)
+        except ValueError:
+            raise ConfigError("%s: no layer named '%s' in the net" % (what, name)) from None
+
+    def forward_from_to(self, start, end):
+        loss = 0.0
+        for li in range(start, end + 1):
+            layer = self.layers[li]
+            try:
+                loss += layer.run_forward(self._bottom(li), self._top(li))
+            except CaffeError as e:
+                if layer.name in str(e):
+                    raise
+                raise type(e)("layer '%s' (%s): %s" % (layer.name, layer.param.type, e)) from None
+        return loss
+
+    def backward_from_to(self, start, end):
+        for li in range(start, end - 1, -1):
+            if self._layer_need_backward[li]:
+                self.layers[li].backward(self._top(li), self._bottom_need_backward[li], self._bottom(li))
+
+    def forward(self, blobs=None, start=None, end=None, **kwargs):
+        """Run forward; return {output blob name: its data} (pycaffe's Net.forward)."""
+        blobs = list(blobs or [])
+        start_i = 0 if start is None else self._layer_index(start, "forward(start=...)")
+        if end is None:
+            end_i = len(self.layers) - 1
+            outputs = set(self.outputs + blobs)
+        else:
+            end_i = self._layer_index(end, "forward(end=...)")
+            outputs = set(self.top_names[end] + blobs)
+        if kwargs:
+            if set(kwargs) != set(self.inputs):
+                raise ConfigError("forward(): input arguments %s do not match the net inputs %s"
+                                  % (sorted(kwargs), self.inputs))
+            for name, value in kwargs.items():
+                value = np.asarray(value)
+                blob = self.blobs[name]
+                if value.shape[:1] != blob.shape[:1]:
+                    raise ShapeError("forward(): input '%s' has batch size %s, the net expects %s; "
+                                     "reshape the input blob first" % (name, value.shape[:1], blob.shape[:1]))
+                blob.data[...] = value
+        self._last_loss = self.forward_from_to(start_i, end_i)
+        return {name: self.blobs[name].data for name in outputs}
+
+    def backward(self, diffs=None, start=None, end=None, **kwargs):
+        """Run backward; return {input blob name: its diff} (pycaffe's Net.backward)."""
+        diffs = list(diffs or [])
+        start_i = len(self.layers) - 1 if start is None else self._layer_index(start, "backward(start=...)")
+        if end is None:
+            end_i = 0
+            outputs = set(self.inputs + diffs)
+        else:
+            end_i = self._layer_index(end, "backward(end=...)")
+            outputs = set(self.bottom_names[end] + diffs)
+        if kwargs:
+            if set(kwargs) != set(self.outputs):
+                raise ConfigError("backward(): top diff arguments %s do not match the net outputs %s"
+                                  % (sorted(kwargs), self.outputs))
+            for name, value in kwargs.items():
+                value = np.asarray(value)
+                blob = self.blobs[name]
+                if value.shape[:1] != blob.shape[:1]:
+                    raise ShapeError("backward(): diff for '%s' has batch size %s, the blob has %s"
+                                     % (name, value.shape[:1], blob.shape[:1]))
+                blob.diff[...] = value
+        self.backward_from_to(start_i, end_i)
+        return {name: self.blobs[name].diff for name in outputs}
+
+    def forward_backward(self):
+        loss = self.forward_from_to(0, len(self.layers) - 1)
+        self.backward_from_to(len(self.layers) - 1, 0)
+        return loss
+
+    def reshape(self):
+        for li, layer in enumerate(self.layers):
+            layer.reshape(self._bottom(li), self._top(li))
+
+    def clear_param_diffs(self):
+        for blob in self._learnable_params:
+            blob.diff[...] = 0
+
+    # -- weights ---------------------------------------------------------
+    def copy_from(self, weights):
+        """Load weights by layer name from a .caffemodel (path or NetParameter).
+        Layers the net lacks are ignored; a shape that does not fit is an error."""
+        if isinstance(weights, pb.NetParameter):
+            source, where = weights, "NetParameter"
+        else:
+            where = str(weights)
+            source = protoio.read_net_binary(where)
+        upgrade_net(source, where)
+        for sl in source.layer:
+            if sl.name not in self._layer_dict:
+                continue
+            target = self._layer_dict[sl.name]
+            if not len(sl.blobs) and not target.blobs:
+                continue
+            if len(sl.blobs) != len(target.blobs):
+                raise ShapeError("%s: layer '%s' holds %d parameter blobs but the net's layer '%s' has %d"
+                                 % (where, sl.name, len(sl.blobs), sl.name, len(target.blobs)))
+            for i, (proto, blob) in enumerate(zip(sl.blobs, target.blobs)):
+                if not blob.shape_matches_proto(proto):
+                    from .blob import proto_shape
+                    raise ShapeError(
+                        "%s: cannot copy param %d of layer '%s': shape mismatch. The weights file has "
+                        "%s, the net wants %s. Does the prototxt match the weights?"
+                        % (where, i, sl.name, "x".join(map(str, proto_shape(proto))) or "a scalar",
+                           "x".join(map(str, blob.shape))))
+                blob.from_proto(proto, reshape=False)
+
+    copy_trained_layers_from = copy_from
+
+    def share_with(self, other):
+        """Use `other`'s parameter blobs (by layer name), as Caffe's ShareTrainedLayersWith."""
+        for name, layer in zip(other._layer_names, other.layers):
+            if name not in self._layer_dict or not layer.blobs:
+                continue
+            mine = self._layer_dict[name]
+            if len(mine.blobs) != len(layer.blobs):
+                raise ShapeError("share_with: layer '%s' has %d parameter blobs here and %d in the other net"
+                                 % (name, len(mine.blobs), len(layer.blobs)))
+            for i, blob in enumerate(layer.blobs):
+                if mine.blobs[i].shape != blob.shape:
+                    raise ShapeError("share_with: param %d of layer '%s' is %s here and %s in the other net"
+                                     % (i, name, mine.blobs[i].shape, blob.shape))
+                mine.blobs[i] = blob
+        self._relink_params()
+
+    def _relink_params(self):
+        for pid, (li, p) in enumerate(self._param_layer_indices):
+            self._params[pid] = self.layers[li].blobs[p]
+        self._learnable_params = [self._params[pid] for pid, owner in enumerate(self._param_owner) if owner < 0]
+
+    def to_proto(self, write_diff=False):
+        out = pb.NetParameter()
+        out.CopyFrom(self._param)
+        del out.layer[:]
+        for lp, layer in zip(self._param.layer, self.layers):
+            entry = out.layer.add()
+            entry.CopyFrom(layer.param)
+            del entry.blobs[:]
+            for blob in layer.blobs:
+                blob.to_proto(entry.blobs.add(), write_diff)
+        return out
+
+    def save(self, path):
+        """Write the weights as a binary .caffemodel (atomically)."""
+        protoio.write_binary(str(path), self.to_proto())

@@ -1,0 +1,97 @@
+"""Reading and writing Caffe's protobuf files, text and binary, with errors that
+name the file (and the line and column for text)."""
+import os
+import re
+import tempfile
+
+from google.protobuf import message as _message
+from google.protobuf import text_format
+
+from .errors import FormatError
+from .proto import caffe_pb2
+
+
+def _read_bytes(path, what):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise FormatError("%s: no such file (expected %s)" % (path, what)) from None
+    except IsADirectoryError:
+        raise FormatError("%s: is a directory, expected %s" % (path, what)) from None
+    except OSError as e:
+        raise FormatError("%s: cannot read %s: %s" % (path, what, e.strerror)) from None
+
+
+def parse_text(text, msg, source="<string>"):
+    try:
+        text_format.Merge(text, msg)
+    except text_format.ParseError as e:
+        line, col = getattr(e, "_line", None), getattr(e, "_column", None)
+        detail = str(e)
+        m = re.match(r"^(\d+):(\d+) ?: ?(.*)$", detail, re.S)
+        if m:
+            line, col, detail = int(m.group(1)), int(m.group(2)), m.group(3)
+        where = source if line is None else "%s:%s:%s" % (source, line, col)
+        raise FormatError("%s: cannot parse %s: %s" % (where, msg.DESCRIPTOR.name, detail)) from None
+    return msg
+
+
+def read_text(path, msg):
+    data = _read_bytes(path, "a %s text file" % msg.DESCRIPTOR.name)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise FormatError("%s: not a text file (is it a binary .caffemodel? a prototxt was expected)"
+                          % path) from None
+    return parse_text(text, msg, path)
+
+
+def read_binary(path, msg):
+    data = _read_bytes(path, "a binary %s" % msg.DESCRIPTOR.name)
+    try:
+        msg.ParseFromString(data)
+    except _message.DecodeError as e:
+        raise FormatError("%s: not a valid binary %s (truncated, corrupted or not a protobuf file: %s)"
+                          % (path, msg.DESCRIPTOR.name, e)) from None
+    return msg
+
+
+def _atomic_write(path, data):
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_binary(path, msg):
+    """Write atomically: readers never see a half-written file under `path`."""
+    _atomic_write(path, msg.SerializeToString())
+
+
+def write_text(path, msg):
+    _atomic_write(path, text_format.MessageToString(msg).encode("utf-8"))
+
+
+def read_net_text(path):
+    return read_text(path, caffe_pb2.NetParameter())
+
+
+def read_net_binary(path):
+    """A .caffemodel, checked to hold at least one layer."""
+    net = read_binary(path, caffe_pb2.NetParameter())
+    if not len(net.layer) and not len(net.layers):
+        raise FormatError("%s: holds no layers; it is not a .caffemodel (NetParameter with weights)" % path)
+    return net
+
+
+def read_blob_proto(path):
+    return read_binary(path, caffe_pb2.BlobProto())

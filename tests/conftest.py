@@ -1,0 +1,57 @@
+import json
+import os
+
+import numpy as np
+import pytest
+
+import pycaffe_lite as caffe
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GOLDEN = os.path.normpath(os.path.join(REPO, "..", "shared", "golden"))
+
+
+def golden_path(*parts):
+    path = os.path.join(GOLDEN, *parts)
+    if not os.path.exists(path):
+        pytest.skip("golden fixtures not found at %s (they live in ../shared/golden beside the repo)" % path)
+    return path
+
+
+def golden_cases(kind):
+    """Folder names of one kind of golden case, or [] when golden is absent."""
+    index = os.path.join(GOLDEN, "index.json")
+    if not os.path.exists(index):
+        return ["<golden missing>"]
+    folder = os.path.join(GOLDEN, kind)
+    return sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
+
+
+def load_case(kind, name):
+    folder = golden_path(kind, name)
+    with open(os.path.join(folder, "case.json")) as f:
+        case = json.load(f)
+    arrays = np.load(os.path.join(folder, "arrays.npz"), allow_pickle=False) \
+        if os.path.exists(os.path.join(folder, "arrays.npz")) else {}
+    return folder, case, arrays
+
+
+def assert_close(actual, expected, key, tol):
+    actual = np.asarray(actual)
+    expected = np.asarray(expected)
+    assert actual.shape == expected.shape, "%s: shape %s, Caffe has %s" % (key, actual.shape, expected.shape)
+    if key in tol.get("exact", []):
+        np.testing.assert_array_equal(actual, expected, err_msg=key)
+        return
+    atol = tol.get("atol", {}).get(key, tol.get("atol_default", 1e-5))
+    rtol = tol.get("rtol", 1e-4)
+    err = np.abs(actual.astype(np.float64) - expected)
+    bound = atol + rtol * np.abs(expected)
+    bad = ~(err <= bound)
+    assert not bad.any(), "%s: %d of %d values off; worst |diff| %.3g (atol %.3g)" % (
+        key, bad.sum(), bad.size, np.nanmax(err), atol)
+
+
+@pytest.fixture(autouse=True)
+def _cpu_mode():
+    caffe.set_mode_cpu()
+    yield
