@@ -41,7 +41,7 @@ def set_device(device_id):
 
 # One random stream for fillers, Dropout and data shuffling, seeded by
 # caffe.set_random_seed like Caffe's global RNG.
-_rng = {"rng": np.random.RandomState()}
+_rng = {"rng": np.random.default_rng()}
 
 
 def rng():
@@ -49,4 +49,4 @@ def rng():
 
 
 def set_random_seed(seed):
-    _rng["rng"] = np.random.RandomState(int(seed) & 0xFFFFFFFF)
+    _rng["rng"] = np.random.default_rng(int(seed) & 0xFFFFFFFFFFFFFFFF)

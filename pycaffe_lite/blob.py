@@ -200,7 +200,7 @@ def _read_varint(buf, i):
 
 
 def repeated_floats(proto, name):
-    """A repeated float field of `proto` as a float32 array."""
+    """A repeated float field of `proto` as a (possibly read-only) float32 array."""
     field = getattr(proto, name)
     if len(field) < 4096:
         return np.asarray(field, dtype=np.float32)
@@ -221,4 +221,6 @@ def repeated_floats(proto, name):
             i += length
         else:  # not packed after all: take the slow path
             return np.asarray(field, dtype=np.float32)
-    return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
+    if not parts:
+        return np.zeros(0, np.float32)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)

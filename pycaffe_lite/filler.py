@@ -25,38 +25,46 @@ def _fans(blob, p):
     return fan_in
 
 
+def _uniform_f32(rng, lo, hi, shape):
+    return rng.random(shape, dtype=np.float32) * np.float32(hi - lo) + np.float32(lo)
+
+
+def _normal_f32(rng, mean, std, shape):
+    return rng.standard_normal(shape, dtype=np.float32) * np.float32(std) + np.float32(mean)
+
+
 def _constant(blob, p, rng):
     return np.full(blob.shape, p.value)
 
 
 def _uniform(blob, p, rng):
-    return rng.uniform(p.min, p.max, size=blob.shape)
+    return _uniform_f32(rng, p.min, p.max, blob.shape)
 
 
 def _gaussian(blob, p, rng):
-    values = rng.normal(p.mean, p.std, size=blob.shape)
+    values = _normal_f32(rng, p.mean, p.std, blob.shape)
     if p.sparse >= 0:
         # Keep each weight with probability sparse / num_outputs.
         if blob.num_axes < 1:
             raise ConfigError("sparse gaussian filler needs a blob with at least one axis")
         keep = p.sparse / float(blob.num)
-        values = values * (rng.uniform(size=blob.shape) < keep)
+        values = values * (rng.random(blob.shape, dtype=np.float32) < keep)
     return values
 
 
 def _positive_unitball(blob, p, rng):
-    values = rng.uniform(0, 1, size=(blob.num, blob.count // max(blob.num, 1)))
+    values = rng.random((blob.num, blob.count // max(blob.num, 1)))
     return values / values.sum(axis=1, keepdims=True)
 
 
 def _xavier(blob, p, rng):
     scale = np.sqrt(3.0 / _fans(blob, p))
-    return rng.uniform(-scale, scale, size=blob.shape)
+    return _uniform_f32(rng, -scale, scale, blob.shape)
 
 
 def _msra(blob, p, rng):
     std = np.sqrt(2.0 / _fans(blob, p))
-    return rng.normal(0.0, std, size=blob.shape)
+    return _normal_f32(rng, 0.0, std, blob.shape)
 
 
 def _bilinear(blob, p, rng):

@@ -238,7 +238,7 @@ class DropoutLayer(NeuronLayer):
     def forward(self, bottom, top):
         x = bottom[0].dev_data
         if self.phase == pb.TRAIN:
-            keep = backend.rng().uniform(size=x.shape) >= self._ratio
+            keep = backend.rng().random(x.shape, dtype=np.float32) >= self._ratio
             self._mask = self.xp.asarray(keep.astype(np.float32) * self._scale)
             self.xp.multiply(x, self._mask, out=top[0].dev_data)
         elif bottom[0] is not top[0]:

@@ -1,0 +1,36 @@
+"""Golden shape cases: our model files build the layers, blobs and params
+that Caffe built from its own copies of the same nets."""
+import os
+
+import pytest
+
+import pycaffe_lite as caffe
+from conftest import REPO, golden_path, load_case
+
+# Shape cases whose nets need no Data layer (the rest come with the data layers).
+OURS = {
+    "bvlc_reference_caffenet_deploy": "models/bvlc_reference_caffenet/deploy.prototxt",
+}
+
+
+def describe(net):
+    layers = [{"name": n, "type": l.type, "bottoms": net.bottom_names[n], "tops": net.top_names[n],
+               "params": [list(b.shape) for b in l.blobs]}
+              for n, l in zip(net._layer_names, net.layers)]
+    blobs = [{"name": n, "shape": list(b.shape)} for n, b in net.blobs.items()]
+    return layers, blobs
+
+
+@pytest.mark.parametrize("case_name", sorted(OURS))
+@pytest.mark.parametrize("phase", ["TEST", "TRAIN"])
+def test_shape_case(case_name, phase):
+    _, case, _ = load_case("shapes", case_name)
+    expected = case["phases"][phase]
+    net = caffe.Net(os.path.join(REPO, OURS[case_name]), getattr(caffe, phase))
+    layers, blobs = describe(net)
+    assert layers == expected["layers"]
+    assert blobs == expected["blobs"]
+    assert net.inputs == expected["inputs"]
+    assert net.outputs == expected["outputs"]
+    weights = {k: v for k, v in net.blob_loss_weights.items() if v}
+    assert weights == {k: float(v) for k, v in expected["loss_weights"].items()}
