@@ -39,6 +39,29 @@ def set_device(device_id):
     _state["device"] = int(device_id)
 
 
+# Blobs are float32, as in every Caffe build people use. The gradient checks
+# switch to float64 so that finite differences are meaningful.
+_dtype = {"dtype": np.float32}
+
+
+def float_type():
+    return _dtype["dtype"]
+
+
+class precision:
+    """Context manager: blobs created inside use `dtype` (tests only)."""
+
+    def __init__(self, dtype):
+        self.dtype = np.dtype(dtype).type
+
+    def __enter__(self):
+        self.saved = _dtype["dtype"]
+        _dtype["dtype"] = self.dtype
+
+    def __exit__(self, *exc):
+        _dtype["dtype"] = self.saved
+
+
 # One random stream for fillers, Dropout and data shuffling, seeded by
 # caffe.set_random_seed like Caffe's global RNG.
 _rng = {"rng": np.random.default_rng()}

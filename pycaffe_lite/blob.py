@@ -5,6 +5,7 @@ memory (so repeated forwards at a fixed shape never allocate), and two blobs can
 share data or diff memory (Flatten, Reshape)."""
 import numpy as np
 
+from . import backend
 from .errors import ShapeError
 
 
@@ -22,7 +23,7 @@ class _Buffer:
     __slots__ = ("array",)
 
     def __init__(self, n):
-        self.array = np.zeros(n, dtype=np.float32)
+        self.array = np.zeros(n, dtype=backend.float_type())
 
 
 class Blob:

@@ -12,7 +12,7 @@ def fill(blob, filler_param):
     if fn is None:
         raise ConfigError("unknown filler type '%s' (known: %s)" % (kind, ", ".join(sorted(_FILLERS))))
     values = fn(blob, filler_param, backend.rng())
-    blob.data[...] = np.asarray(values, dtype=np.float32).reshape(blob.shape)
+    blob.data[...] = np.asarray(values).reshape(blob.shape)
 
 
 def _fans(blob, p):

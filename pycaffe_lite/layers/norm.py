@@ -42,9 +42,9 @@ class BatchNormLayer(Layer):
             mean = self.blobs[0].dev_data * np.float32(f)
             var = self.blobs[1].dev_data * np.float32(f)
         else:
-            mean = x.mean(axis=axes, dtype=np.float32)
+            mean = x.mean(axis=axes)
             centred = x - mean.reshape(self._shape(x))
-            var = (centred * centred).mean(axis=axes, dtype=np.float32)
+            var = (centred * centred).mean(axis=axes)
             m = x.size // mean.size
             corr = m / (m - 1.0) if m > 1 else 1.0
             maf = np.float32(self.maf)

@@ -1,0 +1,154 @@
+"""Numerical gradient checks (float64, central differences) for every layer
+with a backward: bottom diffs and parameter diffs against finite differences
+of the objective sum(top * random weights), or of the loss for loss layers."""
+import numpy as np
+import pytest
+
+import pycaffe_lite as caffe
+from pycaffe_lite import backend
+from pycaffe_lite.proto import caffe_pb2 as pb
+from google.protobuf import text_format
+
+FILL = 'weight_filler { type: "gaussian" std: 0.5 } bias_filler { type: "gaussian" std: 0.5 }'
+
+# name -> (layer text, {input: shape}, phase, kinds of inputs)
+CASES = {
+    "conv": ('type: "Convolution" convolution_param { num_output: 3 kernel_size: 3 pad: 1 %s }' % FILL,
+             {"x": (2, 2, 5, 6)}),
+    "conv_group_stride": ('type: "Convolution" convolution_param { num_output: 4 kernel_size: 3 stride: 2 '
+                          'group: 2 %s }' % FILL, {"x": (2, 4, 7, 6)}),
+    "conv_dilation_rect": ('type: "Convolution" convolution_param { num_output: 2 kernel_h: 2 kernel_w: 3 '
+                           'dilation: 2 pad_h: 1 pad_w: 0 stride_h: 1 stride_w: 2 %s }' % FILL,
+                           {"x": (2, 3, 6, 9)}),
+    "deconv": ('type: "Deconvolution" convolution_param { num_output: 4 kernel_size: 3 stride: 2 pad: 1 '
+               'group: 2 %s }' % FILL, {"x": (2, 2, 3, 4)}),
+    "ip": ('type: "InnerProduct" inner_product_param { num_output: 3 %s }' % FILL, {"x": (3, 2, 2, 2)}),
+    "ip_axis2_transpose": ('type: "InnerProduct" inner_product_param { num_output: 3 axis: 2 transpose: true %s }'
+                           % FILL, {"x": (2, 3, 4)}),
+    "pool_max": ('type: "Pooling" pooling_param { pool: MAX kernel_size: 3 stride: 2 pad: 1 }',
+                 {"x": (2, 2, 7, 6)}),
+    "pool_max_ceil": ('type: "Pooling" pooling_param { pool: MAX kernel_size: 3 stride: 2 }', {"x": (2, 2, 8, 7)}),
+    "pool_ave": ('type: "Pooling" pooling_param { pool: AVE kernel_size: 3 stride: 2 pad: 1 }',
+                 {"x": (2, 2, 7, 6)}),
+    "pool_global": ('type: "Pooling" pooling_param { pool: AVE global_pooling: true }', {"x": (2, 3, 4, 5)}),
+    "lrn_across": ('type: "LRN" lrn_param { local_size: 3 alpha: 0.7 beta: 0.75 k: 1.5 }', {"x": (2, 4, 3, 3)}),
+    "lrn_within": ('type: "LRN" lrn_param { local_size: 3 alpha: 0.7 beta: 0.75 norm_region: WITHIN_CHANNEL }',
+                   {"x": (2, 2, 4, 5)}),
+    "relu": ('type: "ReLU"', {"x": (2, 3, 4)}),
+    "relu_leaky": ('type: "ReLU" relu_param { negative_slope: 0.2 }', {"x": (2, 3, 4)}),
+    "sigmoid": ('type: "Sigmoid"', {"x": (2, 3, 4)}),
+    "tanh": ('type: "TanH"', {"x": (2, 3, 4)}),
+    "power": ('type: "Power" power_param { power: 3 scale: 0.5 shift: 0.2 }', {"x": (2, 3, 4)}),
+    "power_sqrt": ('type: "Power" power_param { power: 0.5 scale: 1 shift: 5 }', {"x": (2, 3, 4)}),
+    "exp": ('type: "Exp" exp_param { base: 2 scale: 0.5 shift: 0.3 }', {"x": (2, 3, 4)}),
+    "log": ('type: "Log" log_param { scale: 0.5 shift: 4 }', {"x": (2, 3, 4)}),
+    "absval": ('type: "AbsVal"', {"x": (2, 3, 4)}),
+    "bnll": ('type: "BNLL"', {"x": (2, 3, 4)}),
+    "elu": ('type: "ELU" elu_param { alpha: 0.5 }', {"x": (2, 3, 4)}),
+    "prelu": ('type: "PReLU" prelu_param { filler { type: "uniform" min: 0.1 max: 0.5 } }', {"x": (2, 3, 4)}),
+    "prelu_shared": ('type: "PReLU" prelu_param { channel_shared: true }', {"x": (2, 3, 4)}),
+    "dropout_train": ('type: "Dropout" dropout_param { dropout_ratio: 0.4 }', {"x": (2, 3, 4)}, "TRAIN"),
+    "softmax": ('type: "Softmax" softmax_param { axis: 2 }', {"x": (2, 3, 4)}),
+    "concat": ('type: "Concat" concat_param { axis: 1 }', {"a": (2, 2, 3), "b": (2, 1, 3)}),
+    "slice": ('type: "Slice" slice_param { axis: 1 slice_point: 1 }', {"x": (2, 3, 2)}, "TEST", 2),
+    "split": ('type: "Split"', {"x": (2, 3)}, "TEST", 3),
+    "flatten": ('type: "Flatten"', {"x": (2, 3, 2, 2)}),
+    "reshape": ('type: "Reshape" reshape_param { shape { dim: 0 dim: -1 } }', {"x": (2, 3, 2)}),
+    "crop": ('type: "Crop" crop_param { axis: 2 offset: 1 }', {"x": (2, 2, 5, 5), "ref": (2, 2, 3, 2)}),
+    "eltwise_sum": ('type: "Eltwise" eltwise_param { operation: SUM coeff: 0.5 coeff: -2 }',
+                    {"a": (2, 3), "b": (2, 3)}),
+    "eltwise_prod": ('type: "Eltwise" eltwise_param { operation: PROD }', {"a": (2, 3), "b": (2, 3), "c": (2, 3)}),
+    "eltwise_max": ('type: "Eltwise" eltwise_param { operation: MAX }', {"a": (2, 3), "b": (2, 3), "c": (2, 3)}),
+    "batchnorm_batch": ('type: "BatchNorm" batch_norm_param { use_global_stats: false }', {"x": (3, 2, 2, 2)}),
+    "batchnorm_global": ('type: "BatchNorm" batch_norm_param { use_global_stats: true }', {"x": (3, 2, 2, 2)}),
+    "scale": ('type: "Scale" scale_param { bias_term: true filler { type: "gaussian" } '
+              'bias_filler { type: "gaussian" } }', {"x": (2, 3, 2)}),
+    "scale_2bottom": ('type: "Scale" scale_param { axis: 0 }', {"x": (2, 3, 2), "s": (2, 3)}),
+    "bias": ('type: "Bias" bias_param { filler { type: "gaussian" } }', {"x": (2, 3, 2)}),
+    "bias_2bottom": ('type: "Bias"', {"x": (2, 3, 2), "b": (3,)}),
+    "softmax_loss": ('type: "SoftmaxWithLoss" loss_weight: 1.5', {"x": (4, 5), "label": (4,)}),
+    "softmax_loss_spatial_ignore": ('type: "SoftmaxWithLoss" loss_param { ignore_label: 1 normalization: FULL }',
+                                    {"x": (2, 3, 2, 2), "label": (2, 2, 2)}),
+    "euclidean": ('type: "EuclideanLoss"', {"a": (3, 4), "b": (3, 4)}),
+    "sigmoid_ce": ('type: "SigmoidCrossEntropyLoss"', {"x": (3, 4), "t": (3, 4)}),
+}
+
+LABELS = {"label", "t"}
+
+
+def _build(name):
+    spec = CASES[name]
+    text, inputs = spec[0], spec[1]
+    phase = spec[2] if len(spec) > 2 else "TEST"
+    ntop = spec[3] if len(spec) > 3 else 1
+    net = pb.NetParameter(name=name, force_backward=True)
+    for blob, shape in inputs.items():
+        layer = net.layer.add(name=blob, type="Input", top=[blob])
+        layer.input_param.shape.add().dim.extend(shape)
+    layer = text_format.Parse(text, pb.LayerParameter())
+    layer.name = "under_test"
+    layer.bottom.extend(inputs)
+    layer.top.extend(["y%d" % i for i in range(ntop)])
+    net.layer.add().CopyFrom(layer)
+    caffe.set_random_seed(7)
+    return caffe.Net(net, getattr(caffe, phase)), inputs
+
+
+def _fill_inputs(net, inputs, rng, name):
+    for blob, shape in inputs.items():
+        if blob == "label":
+            classes = net.blobs["x"].shape[1]
+            net.blobs[blob].data[...] = rng.randint(0, classes, size=shape)
+        elif blob == "t":
+            net.blobs[blob].data[...] = rng.uniform(0, 1, size=shape)
+        else:
+            net.blobs[blob].data[...] = rng.randn(*shape)
+    if name == "eltwise_max":   # keep the winners well apart so small steps never change them
+        for i, blob in enumerate(inputs):
+            net.blobs[blob].data[...] += 3 * i * (rng.rand(*inputs[blob]) > 0.5)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_gradient(name):
+    with backend.precision(np.float64):
+        net, inputs = _build(name)
+        rng = np.random.RandomState(0)
+        _fill_inputs(net, inputs, rng, name)
+        layer = net.layer_dict["under_test"]
+        loss_layer = any(layer.loss_weights)
+        weights = {o: rng.randn(*net.blobs[o].shape) for o in net.outputs}
+
+        def objective():
+            caffe.set_random_seed(99)      # the same Dropout mask every time
+            loss = net.forward_from_to(0, len(net.layers) - 1)
+            if loss_layer:
+                return loss
+            return sum(float((net.blobs[o].data * w).sum()) for o, w in weights.items())
+
+        objective()
+        for p in layer.blobs:
+            p.diff[...] = 0
+        if loss_layer:
+            net.backward()
+        else:
+            net.backward(**weights)
+        targets = [(b, net.blobs[b]) for b in inputs if b not in LABELS and not (name == "crop" and b == "ref")]
+        targets += [("param%d" % i, p) for i, p in enumerate(layer.blobs)
+                    if not name.startswith("batchnorm")]
+        analytic = {key: blob.diff.copy() for key, blob in targets}
+        assert targets
+        eps = 1e-6
+        for key, blob in targets:
+            flat = blob.data.reshape(-1)
+            picks = rng.choice(flat.size, size=min(flat.size, 24), replace=False)
+            for i in picks:
+                old = flat[i]
+                flat[i] = old + eps
+                up = objective()
+                flat[i] = old - eps
+                down = objective()
+                flat[i] = old
+                numeric = (up - down) / (2 * eps)
+                got = analytic[key].reshape(-1)[i]
+                assert abs(got - numeric) <= 1e-5 + 1e-4 * max(abs(numeric), abs(got)), \
+                    "%s: d/d %s[%d] analytic %.8g, numeric %.8g" % (name, key, i, got, numeric)
