@@ -165,6 +165,8 @@ class Net:
             level = args.pop(0)
         if args:
             stages = args.pop(0)
+        if args and weights is None:
+            weights = args.pop(0)
         if args:
             raise TypeError("Net() takes at most 4 positional arguments after the model")
         if phase is None:
