@@ -32,6 +32,7 @@ class Blob:
         self._data_buf = _Buffer(0)
         self._diff_buf = _Buffer(0)
         self._data = self._diff = None
+        self._diff_zero = False
         self.reshape(*(shape or ((),)))
 
     # -- shape -----------------------------------------------------------
@@ -96,11 +97,27 @@ class Blob:
 
     @property
     def diff(self):
+        self._diff_zero = False
         return self._diff
 
     # Layers go through these so that a device backend can keep its own copy.
     dev_data = data
     dev_diff = diff
+
+    def zero_diff(self):
+        self._diff[...] = 0
+        self._diff_zero = True
+
+    def add_matmul_to_diff(self, a, b):
+        """diff += a @ b, written straight into diff when it is known to be
+        zero (right after zero_diff), which spares a weight-sized temporary."""
+        xp = backend.xp()
+        target = self._diff.reshape(a.shape[0], b.shape[1])
+        if self._diff_zero:
+            xp.matmul(a, b, out=target)
+        else:
+            target += xp.matmul(a, b)
+        self._diff_zero = False
 
     def share_data(self, other):
         if self.count != other.count:

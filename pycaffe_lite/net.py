@@ -498,7 +498,7 @@ class Net:
 
     def clear_param_diffs(self):
         for blob in self._learnable_params:
-            blob.diff[...] = 0
+            blob.zero_diff()
 
     # -- weights ---------------------------------------------------------
     def copy_from(self, weights):

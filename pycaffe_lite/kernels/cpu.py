@@ -4,7 +4,6 @@ Each function here has a twin of the same signature in the GPU kernel table.
 Images are (N, C, H, W); `kernel`, `pad`, `stride`, `dilation` are (h, w) pairs
 and `out_hw` is the output (height, width) the layer computed."""
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
 FLT_MIN = np.float32(np.finfo(np.float32).tiny)
 
@@ -22,18 +21,21 @@ def _padded(x, pad, extra=(0, 0), fill=0.0):
     return out
 
 
-def im2col(x, kernel, pad, stride, dilation, out_hw):
+def im2col(x, kernel, pad, stride, dilation, out_hw, out=None):
     """Columns (C*kh*kw, N*oh*ow): row (c, i, j) holds, for every image and
     output position, the input value under kernel tap (i, j) of channel c.
-    One matrix for the whole batch, so convolution is one GEMM per group."""
+    One matrix for the whole batch, so convolution is one GEMM per group.
+    `out`, when given, is a buffer of that size to fill (saves page faults)."""
     n, c = x.shape[:2]
     (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, stride, dilation, out_hw
-    xp = _padded(x, pad)
-    s = xp.strides
-    view = as_strided(xp, shape=(c, kh, kw, n, oh, ow),
-                      strides=(s[1], dh * s[2], dw * s[3], s[0], sh * s[2], sw * s[3]),
-                      writeable=False)
-    return np.ascontiguousarray(view).reshape(c * kh * kw, n * oh * ow)
+    xt = _padded(x, pad).transpose(1, 0, 2, 3)
+    size = c * kh * kw * n * oh * ow
+    cols = np.empty(size, x.dtype) if out is None or out.size < size or out.dtype != x.dtype else out[:size]
+    cols = cols.reshape(c, kh, kw, n, oh, ow)
+    for i in range(kh):
+        for j in range(kw):
+            cols[:, i, j] = xt[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw]
+    return cols.reshape(c * kh * kw, n * oh * ow)
 
 
 def col2im(cols, x_shape, kernel, pad, stride, dilation, out_hw):
@@ -65,27 +67,49 @@ def _taps(xp, kernel, stride, out_hw):
 
 
 def max_pool_forward(x, kernel, pad, stride, out_hw):
-    """Max over each window, ignoring padding; ties keep the first maximum in
-    row-major window order. Returns (y, index) with index = h * W + w."""
+    """Max over each window; padding never wins."""
+    n, c, h, w = x.shape
+    xp = _padded(x, pad, _window_extra(h, w, kernel, pad, stride, out_hw), fill=-np.inf)
+    taps = _taps(xp, kernel, stride, out_hw)
+    _, _, first = next(taps)
+    y = first.copy()
+    for _, _, v in taps:
+        np.maximum(y, v, out=y)
+    return y
+
+
+def max_pool_argmax(x, y, kernel, pad, stride, out_hw):
+    """Where each max came from, as h * W + w; on ties the first in row-major
+    window order, as Caffe keeps it."""
     n, c, h, w = x.shape
     (ph, pw), (sh, sw), (oh, ow) = pad, stride, out_hw
     xp = _padded(x, pad, _window_extra(h, w, kernel, pad, stride, out_hw), fill=-np.inf)
-    best = np.full((n, c, oh, ow), -np.inf, dtype=x.dtype)
-    index = np.zeros((n, c, oh, ow), dtype=np.int64)
+    index = np.full(y.shape, -1, dtype=np.int64)
     base = ((np.arange(oh) * sh - ph)[:, None] * w + (np.arange(ow) * sw - pw)[None, :])
     for i, j, v in _taps(xp, kernel, stride, out_hw):
-        better = v > best
-        np.copyto(best, v, where=better)
-        np.copyto(index, np.broadcast_to(base + (i * w + j), index.shape), where=better)
-    return best, index
+        hit = (v == y) & (index < 0)
+        np.copyto(index, np.broadcast_to(base + (i * w + j), index.shape), where=hit)
+    return index
 
 
-def max_pool_backward(dy, index, x_shape):
-    n, c, h, w = x_shape
-    plane = h * w
-    flat = index.reshape(n * c, -1) + (np.arange(n * c) * plane)[:, None]
-    dx = np.bincount(flat.ravel(), weights=dy.ravel(), minlength=n * c * plane)
-    return dx.astype(dy.dtype).reshape(x_shape)
+def max_pool_backward(dy, x, y, kernel, pad, stride, out_hw):
+    """Route each output's diff to the first input in its window that equals
+    the max (the same element forward picked)."""
+    n, c, h, w = x.shape
+    (ph, pw) = pad
+    eh, ew = _window_extra(h, w, kernel, pad, stride, out_hw)
+    xp = _padded(x, pad, (eh, ew), fill=-np.inf)
+    acc = np.zeros(xp.shape, dtype=dy.dtype)
+    pending = np.ones(y.shape, dtype=bool)
+    hit = np.empty(y.shape, dtype=bool)
+    share = np.empty(y.shape, dtype=dy.dtype)
+    for (_, _, v), (_, _, a) in zip(_taps(xp, kernel, stride, out_hw), _taps(acc, kernel, stride, out_hw)):
+        np.equal(v, y, out=hit)
+        hit &= pending
+        pending ^= hit
+        np.multiply(dy, hit, out=share)
+        a += share
+    return acc[:, :, ph:ph + h, pw:pw + w]
 
 
 def ave_pool_divisor(h, w, kernel, pad, stride, out_hw):

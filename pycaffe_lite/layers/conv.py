@@ -108,6 +108,15 @@ class _BaseConv(Layer):
             t.reshape(lead + (self.num_output,) + tuple(self.out_hw))
         self._cols = [None] * len(bottom)
 
+    def _buffer(self, key, size, dtype):
+        """Scratch memory kept across iterations, so big buffers are not
+        allocated (and page-faulted) again on every forward."""
+        bufs = self.__dict__.setdefault("_bufs", {})
+        buf = bufs.get(key)
+        if buf is None or buf.size < size or buf.dtype != dtype:
+            buf = bufs[key] = self.xp.empty(size, dtype=dtype)
+        return buf[:size]
+
     def _as_nchw(self, a):
         return a.reshape((-1,) + a.shape[self.axis:])
 
@@ -124,9 +133,12 @@ class ConvolutionLayer(_BaseConv):
         for i, (b, t) in enumerate(zip(bottom, top)):
             x = self._as_nchw(b.dev_data)
             n = x.shape[0]
-            cols = ops.im2col(x, self.kernel, self.pad, self.stride, self.dilation, self.out_hw)
+            size = x.shape[1] * self.kernel[0] * self.kernel[1] * n * self.out_hw[0] * self.out_hw[1]
+            cols = ops.im2col(x, self.kernel, self.pad, self.stride, self.dilation, self.out_hw,
+                              out=self._buffer(("cols", i), size, x.dtype))
             self._cols[i] = cols
-            y = xp.matmul(wg, cols.reshape(g, cols.shape[0] // g, -1))  # (g, M/g, N*L)
+            y = self._buffer("y", self.num_output * cols.shape[1], x.dtype).reshape(g, -1, cols.shape[1])
+            xp.matmul(wg, cols.reshape(g, cols.shape[0] // g, -1), out=y)  # (g, M/g, N*L)
             y = y.reshape(self.num_output, n, -1)
             if self.bias_term:
                 y += self.blobs[1].dev_data[:, None, None]
@@ -151,7 +163,10 @@ class ConvolutionLayer(_BaseConv):
                 self.blobs[0].dev_diff[...] += xp.matmul(dyg, colsg.transpose(0, 2, 1)).reshape(
                     self.blobs[0].shape)
             if propagate_down[i]:
-                dcols = xp.matmul(wg.transpose(0, 2, 1), dyg).reshape(-1, dyg.shape[-1])
+                dcols = self._buffer("dcols", wg.shape[0] * wg.shape[2] * dyg.shape[2], dyg.dtype)
+                dcols = dcols.reshape(g, wg.shape[2], dyg.shape[2])
+                xp.matmul(wg.transpose(0, 2, 1), dyg, out=dcols)
+                dcols = dcols.reshape(-1, dyg.shape[-1])
                 x_shape = self._as_nchw(b.dev_data).shape
                 b.dev_diff[...] = ops.col2im(dcols, x_shape, self.kernel, self.pad, self.stride,
                                              self.dilation, self.out_hw).reshape(b.shape)

@@ -49,9 +49,9 @@ class InnerProductLayer(Layer):
         x = bottom[0].dev_data.reshape(-1, self.k)
         if self.param_propagate_down[0]:
             if self.transpose:
-                self.blobs[0].dev_diff[...] += x.T @ dy
+                self.blobs[0].add_matmul_to_diff(x.T, dy)
             else:
-                self.blobs[0].dev_diff[...] += dy.T @ x
+                self.blobs[0].add_matmul_to_diff(dy.T, x)
         if len(self.blobs) > 1 and self.param_propagate_down[1]:
             self.blobs[1].dev_diff[...] += dy.sum(axis=0)
         if propagate_down[0]:

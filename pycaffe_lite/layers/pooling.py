@@ -78,10 +78,10 @@ class PoolingLayer(Layer):
         x = bottom[0].dev_data
         args = (self.kernel, self.pad, self.stride, self.out_hw)
         if self.method == P.MAX:
-            y, self._index = self.ops.max_pool_forward(x, *args)
+            y = self.ops.max_pool_forward(x, *args)
             top[0].dev_data[...] = y
             if len(top) == 2:
-                top[1].dev_data[...] = self._index
+                top[1].dev_data[...] = self.ops.max_pool_argmax(x, y, *args)
         else:
             top[0].dev_data[...] = self.ops.ave_pool_forward(x, *args)
 
@@ -90,7 +90,8 @@ class PoolingLayer(Layer):
             return
         dy = top[0].dev_diff
         if self.method == P.MAX:
-            dx = self.ops.max_pool_backward(dy, self._index, bottom[0].shape)
+            dx = self.ops.max_pool_backward(dy, bottom[0].dev_data, top[0].dev_data, self.kernel, self.pad,
+                                            self.stride, self.out_hw)
         else:
             dx = self.ops.ave_pool_backward(dy, bottom[0].shape, self.kernel, self.pad, self.stride,
                                             self.out_hw)
