@@ -46,6 +46,8 @@ class Layer:
         self.blobs = []
         self.loss_weights = []
         self.param_propagate_down = []
+        # Set by the Net once it knows; a layer used on its own assumes it will.
+        self.need_backward = True
 
     @property
     def name(self):

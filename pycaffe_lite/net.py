@@ -276,6 +276,8 @@ class Net:
                 self._blob_need_backward[t] = self._blob_need_backward[t] or need_backward
 
         self._analyse_backward(param.force_backward)
+        for layer, need in zip(self.layers, self._layer_need_backward):
+            layer.need_backward = need
         self._output_ids = sorted(available.values(), key=lambda b: self._blob_names[b])
         self._build_dicts()
 

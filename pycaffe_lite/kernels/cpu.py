@@ -3,12 +3,41 @@
 Each function here has a twin of the same signature in the GPU kernel table.
 Images are (N, C, H, W); `kernel`, `pad`, `stride`, `dilation` are (h, w) pairs
 and `out_hw` is the output (height, width) the layer computed."""
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 FLT_MIN = np.float32(np.finfo(np.float32).tiny)
 
 
+# ---------------------------------------------------------------- threads
+
+# numpy releases the GIL inside its loops, so big element-wise work split into
+# disjoint slices runs on every core (the BLAS already does for GEMM).
+_WORKERS = max(1, min(os.cpu_count() or 1, 8))
+_pool = ThreadPoolExecutor(_WORKERS) if _WORKERS > 1 else None
+_MIN_PARALLEL = 1 << 18   # elements; below this, threads cost more than they save
+
+
+def _run_split(fn, n, work):
+    """fn(start, stop) over [0, n) in up to _WORKERS disjoint ranges."""
+    parts = min(_WORKERS, n) if _pool is not None and work >= _MIN_PARALLEL else 1
+    if parts <= 1:
+        fn(0, n)
+        return
+    bounds = [n * k // parts for k in range(parts + 1)]
+    futures = [_pool.submit(fn, a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+    for f in futures:
+        f.result()
+
+
 # ---------------------------------------------------------------- convolution
+
+# Convolution works through the batch in chunks whose im2col columns take about
+# this many bytes, so that the GEMM reads them back from cache.
+CONV_CHUNK_BYTES = 16 << 20
+
 
 def _padded(x, pad, extra=(0, 0), fill=0.0):
     """x padded by `pad` on top/left and `pad + extra` on bottom/right."""
@@ -32,9 +61,13 @@ def im2col(x, kernel, pad, stride, dilation, out_hw, out=None):
     size = c * kh * kw * n * oh * ow
     cols = np.empty(size, x.dtype) if out is None or out.size < size or out.dtype != x.dtype else out[:size]
     cols = cols.reshape(c, kh, kw, n, oh, ow)
-    for i in range(kh):
-        for j in range(kw):
-            cols[:, i, j] = xt[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw]
+
+    def rows(start, stop):
+        for i in range(start, stop):
+            for j in range(kw):
+                cols[:, i, j] = xt[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh,
+                                   j * dw:j * dw + sw * (ow - 1) + 1:sw]
+    _run_split(rows, kh, size)
     return cols.reshape(c * kh * kw, n * oh * ow)
 
 
@@ -44,10 +77,13 @@ def col2im(cols, x_shape, kernel, pad, stride, dilation, out_hw):
     (kh, kw), (ph, pw), (sh, sw), (dh, dw), (oh, ow) = kernel, pad, stride, dilation, out_hw
     cols = cols.reshape(c, kh, kw, n, oh, ow)
     acc = np.zeros((c, n, h + 2 * ph, w + 2 * pw), dtype=cols.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            acc[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh,
-                j * dw:j * dw + sw * (ow - 1) + 1:sw] += cols[:, i, j]
+
+    def channels(start, stop):
+        for i in range(kh):
+            for j in range(kw):
+                acc[start:stop, :, i * dh:i * dh + sh * (oh - 1) + 1:sh,
+                    j * dw:j * dw + sw * (ow - 1) + 1:sw] += cols[start:stop, i, j]
+    _run_split(channels, c, cols.size)
     return acc[:, :, ph:ph + h, pw:pw + w].transpose(1, 0, 2, 3)
 
 
@@ -70,11 +106,15 @@ def max_pool_forward(x, kernel, pad, stride, out_hw):
     """Max over each window; padding never wins."""
     n, c, h, w = x.shape
     xp = _padded(x, pad, _window_extra(h, w, kernel, pad, stride, out_hw), fill=-np.inf)
-    taps = _taps(xp, kernel, stride, out_hw)
-    _, _, first = next(taps)
-    y = first.copy()
-    for _, _, v in taps:
-        np.maximum(y, v, out=y)
+    y = np.empty((n, c) + tuple(out_hw), dtype=x.dtype)
+
+    def images(a, b):
+        taps = _taps(xp[a:b], kernel, stride, out_hw)
+        _, _, first = next(taps)
+        y[a:b] = first
+        for _, _, v in taps:
+            np.maximum(y[a:b], v, out=y[a:b])
+    _run_split(images, n, x.size)
     return y
 
 
@@ -100,15 +140,20 @@ def max_pool_backward(dy, x, y, kernel, pad, stride, out_hw):
     eh, ew = _window_extra(h, w, kernel, pad, stride, out_hw)
     xp = _padded(x, pad, (eh, ew), fill=-np.inf)
     acc = np.zeros(xp.shape, dtype=dy.dtype)
-    pending = np.ones(y.shape, dtype=bool)
-    hit = np.empty(y.shape, dtype=bool)
-    share = np.empty(y.shape, dtype=dy.dtype)
-    for (_, _, v), (_, _, a) in zip(_taps(xp, kernel, stride, out_hw), _taps(acc, kernel, stride, out_hw)):
-        np.equal(v, y, out=hit)
-        hit &= pending
-        pending ^= hit
-        np.multiply(dy, hit, out=share)
-        a += share
+
+    def images(s, e):
+        ys, dys = y[s:e], dy[s:e]
+        pending = np.ones(ys.shape, dtype=bool)
+        hit = np.empty(ys.shape, dtype=bool)
+        share = np.empty(ys.shape, dtype=dy.dtype)
+        for (_, _, v), (_, _, a) in zip(_taps(xp[s:e], kernel, stride, out_hw),
+                                        _taps(acc[s:e], kernel, stride, out_hw)):
+            np.equal(v, ys, out=hit)
+            hit &= pending
+            pending ^= hit
+            np.multiply(dys, hit, out=share)
+            a += share
+    _run_split(images, n, x.size)
     return acc[:, :, ph:ph + h, pw:pw + w]
 
 

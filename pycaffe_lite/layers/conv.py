@@ -127,49 +127,71 @@ class _BaseConv(Layer):
 
 @register("Convolution")
 class ConvolutionLayer(_BaseConv):
+    """im2col + GEMM. A layer that will run backward does the whole batch at
+    once and keeps the columns for backward; an inference-only layer works in
+    chunks of the batch whose columns stay in cache."""
+
+    def _chunks(self, n, k_per_image):
+        if self.need_backward:
+            return [(0, n)]
+        per = max(1, self.ops.CONV_CHUNK_BYTES // max(1, k_per_image * 4))
+        return [(s, min(n, s + per)) for s in range(0, n, per)]
+
+    def _im2col(self, x, key):
+        size = x.shape[1] * self.kernel[0] * self.kernel[1] * x.shape[0] * self.out_hw[0] * self.out_hw[1]
+        return self.ops.im2col(x, self.kernel, self.pad, self.stride, self.dilation, self.out_hw,
+                               out=self._buffer(key, size, x.dtype))
+
     def forward(self, bottom, top):
-        ops, xp, g = self.ops, self.xp, self.group
-        wg = self._grouped_weight()                              # (g, M/g, K/g)
+        xp, g, m = self.xp, self.group, self.num_output
+        wg = self._grouped_weight()                                   # (g, M/g, K/g)
+        k = wg.shape[2] * g
+        area = self.out_hw[0] * self.out_hw[1]
         for i, (b, t) in enumerate(zip(bottom, top)):
             x = self._as_nchw(b.dev_data)
-            n = x.shape[0]
-            size = x.shape[1] * self.kernel[0] * self.kernel[1] * n * self.out_hw[0] * self.out_hw[1]
-            cols = ops.im2col(x, self.kernel, self.pad, self.stride, self.dilation, self.out_hw,
-                              out=self._buffer(("cols", i), size, x.dtype))
-            self._cols[i] = cols
-            y = self._buffer("y", self.num_output * cols.shape[1], x.dtype).reshape(g, -1, cols.shape[1])
-            xp.matmul(wg, cols.reshape(g, cols.shape[0] // g, -1), out=y)  # (g, M/g, N*L)
-            y = y.reshape(self.num_output, n, -1)
-            if self.bias_term:
-                y += self.blobs[1].dev_data[:, None, None]
-            t.dev_data[...] = y.transpose(1, 0, 2).reshape(t.shape)
+            y_all = t.dev_data.reshape(x.shape[0], m, area)
+            chunks = self._chunks(x.shape[0], k * area)
+            for s0, s1 in chunks:
+                cols = self._im2col(x[s0:s1], ("cols", i))
+                y = self._buffer("y", m * cols.shape[1], x.dtype).reshape(g, m // g, cols.shape[1])
+                xp.matmul(wg, cols.reshape(g, k // g, -1), out=y)
+                y = y.reshape(m, s1 - s0, area)
+                if self.bias_term:
+                    y += self.blobs[1].dev_data[:, None, None]
+                y_all[s0:s1] = y.transpose(1, 0, 2)
+            # With one chunk, backward can reuse these columns.
+            self._cols[i] = cols if len(chunks) == 1 else None
 
     def backward(self, top, propagate_down, bottom):
-        ops, xp, g = self.ops, self.xp, self.group
+        ops, xp, g, m = self.ops, self.xp, self.group, self.num_output
         wg = self._grouped_weight()
+        k = wg.shape[2] * g
+        area = self.out_hw[0] * self.out_hw[1]
+        want_w = self.param_propagate_down[0]
+        want_b = self.bias_term and self.param_propagate_down[1]
         for i, (b, t) in enumerate(zip(bottom, top)):
-            dy = self._as_nchw(t.dev_diff)
-            n = dy.shape[0]
-            dyt = xp.ascontiguousarray(dy.reshape(n, self.num_output, -1).transpose(1, 0, 2))
-            dyg = dyt.reshape(g, self.num_output // g, -1)          # (g, M/g, N*L)
-            if self.bias_term and self.param_propagate_down[1]:
-                self.blobs[1].dev_diff[...] += dyt.sum(axis=(1, 2))
-            if self.param_propagate_down[0]:
-                cols = self._cols[i]
-                if cols is None:
-                    cols = ops.im2col(self._as_nchw(b.dev_data), self.kernel, self.pad, self.stride,
-                                      self.dilation, self.out_hw)
-                colsg = cols.reshape(g, cols.shape[0] // g, -1)
-                self.blobs[0].dev_diff[...] += xp.matmul(dyg, colsg.transpose(0, 2, 1)).reshape(
-                    self.blobs[0].shape)
-            if propagate_down[i]:
-                dcols = self._buffer("dcols", wg.shape[0] * wg.shape[2] * dyg.shape[2], dyg.dtype)
-                dcols = dcols.reshape(g, wg.shape[2], dyg.shape[2])
-                xp.matmul(wg.transpose(0, 2, 1), dyg, out=dcols)
-                dcols = dcols.reshape(-1, dyg.shape[-1])
-                x_shape = self._as_nchw(b.dev_data).shape
-                b.dev_diff[...] = ops.col2im(dcols, x_shape, self.kernel, self.pad, self.stride,
-                                             self.dilation, self.out_hw).reshape(b.shape)
+            x = self._as_nchw(b.dev_data)
+            dy_all = self._as_nchw(t.dev_diff).reshape(x.shape[0], m, area)
+            dx_all = self._as_nchw(b.dev_diff) if propagate_down[i] else None
+            for s0, s1 in self._chunks(x.shape[0], k * area):
+                n = s1 - s0
+                dyt = self._buffer("dyt", m * n * area, x.dtype).reshape(m, n, area)
+                dyt[...] = dy_all[s0:s1].transpose(1, 0, 2)
+                dyg = dyt.reshape(g, m // g, n * area)
+                if want_b:
+                    self.blobs[1].dev_diff[...] += dyt.sum(axis=(1, 2))
+                if want_w:
+                    cols = self._cols[i]
+                    if cols is None:
+                        cols = self._im2col(x[s0:s1], ("cols", i))
+                    colsg = cols.reshape(g, k // g, -1)
+                    self.blobs[0].dev_diff[...] += xp.matmul(dyg, colsg.transpose(0, 2, 1)).reshape(
+                        self.blobs[0].shape)
+                if dx_all is not None:
+                    dcols = self._buffer("dcols", k * n * area, x.dtype).reshape(g, k // g, n * area)
+                    xp.matmul(wg.transpose(0, 2, 1), dyg, out=dcols)
+                    dx_all[s0:s1] = ops.col2im(dcols.reshape(k, -1), x[s0:s1].shape, self.kernel, self.pad,
+                                               self.stride, self.dilation, self.out_hw)
             self._cols[i] = None
 
 
