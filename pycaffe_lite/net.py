@@ -533,6 +533,13 @@ class Net:
 
     copy_trained_layers_from = copy_from
 
+    def set_input_arrays(self, data, labels):
+        """Hand arrays to the MemoryData layer that starts the net (pycaffe)."""
+        from .layers.data import MemoryDataLayer
+        if not self.layers or not isinstance(self.layers[0], MemoryDataLayer):
+            raise ConfigError("set_input_arrays needs a net whose first layer is a MemoryData layer")
+        self.layers[0].reset(data, labels)
+
     def share_with(self, other):
         """Use `other`'s parameter blobs (by layer name), as Caffe's ShareTrainedLayersWith."""
         for name, layer in zip(other._layer_names, other.layers):

@@ -1,0 +1,1 @@
+"""Data: LMDB access, Datum <-> image arrays, Caffe's DataTransformer, prefetching."""

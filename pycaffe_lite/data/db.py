@@ -1,0 +1,154 @@
+"""Key-value databases of Datum records: LMDB (and LevelDB through plyvel when
+it is installed), read in key order with wrap-around, written in transactions."""
+import os
+
+from ..errors import ConfigError, FormatError
+
+LMDB, LEVELDB = "lmdb", "leveldb"
+
+
+def backend_name(value):
+    """'lmdb'/'leveldb' from a flag string or DataParameter.DB enum value."""
+    if isinstance(value, int):
+        return LMDB if value == 1 else LEVELDB
+    name = str(value).lower()
+    if name not in (LMDB, LEVELDB):
+        raise ConfigError("unknown database backend '%s' (use lmdb or leveldb)" % value)
+    return name
+
+
+def _plyvel():
+    try:
+        import plyvel
+    except ImportError:
+        raise ConfigError("LevelDB needs the plyvel package (pip install plyvel); "
+                          "or use --backend=lmdb") from None
+    return plyvel
+
+
+_ENVS = {}
+
+
+def _open_lmdb_readonly(path):
+    """One environment per database per process (LMDB allows no more); every
+    Reader gets its own transaction and cursor on it."""
+    import lmdb
+    key = os.path.realpath(path)
+    env = _ENVS.get(key)
+    if env is None:
+        try:
+            # lock=False: reading must work on read-only media and shared copies.
+            env = lmdb.open(path, readonly=True, lock=False, readahead=False, max_readers=512, subdir=True)
+        except lmdb.Error as e:
+            raise FormatError("%s: cannot open as LMDB: %s" % (path, e)) from None
+        _ENVS[key] = env
+    return env
+
+
+class Reader:
+    """Iterates (key, value) pairs in key order, starting over after the last."""
+
+    def __init__(self, path, backend=LMDB):
+        self.path = path
+        self.backend = backend_name(backend)
+        if not os.path.isdir(path):
+            raise FormatError("%s: no such database directory (%s)" % (path, self.backend))
+        if self.backend == LMDB:
+            self._env = _open_lmdb_readonly(path)
+            self._txn = self._env.begin(buffers=False)
+            self._cursor = self._txn.cursor()
+            self._count = self._env.stat()["entries"]
+        else:
+            self._db = _plyvel().DB(path, create_if_missing=False)
+            self._count = sum(1 for _ in self._db.iterator(include_value=False))
+            self._iter = None
+        self._valid = False
+        self.seek_first()
+
+    def __len__(self):
+        return self._count
+
+    def seek_first(self):
+        if self.backend == LMDB:
+            self._valid = self._cursor.first()
+        else:
+            self._iter = self._db.iterator()
+            self._advance_leveldb()
+        self.position = 0
+
+    def _advance_leveldb(self):
+        try:
+            self._item = next(self._iter)
+            self._valid = True
+        except StopIteration:
+            self._valid = False
+
+    def next(self):
+        """The current (key, value), then advance, wrapping at the end."""
+        if not self._count:
+            raise FormatError("%s: the database is empty" % self.path)
+        if not self._valid:
+            self.seek_first()
+        if self.backend == LMDB:
+            item = (self._cursor.key(), self._cursor.value())
+            self._valid = self._cursor.next()
+        else:
+            item = self._item
+            self._advance_leveldb()
+        self.position = (self.position + 1) % self._count
+        return item
+
+    def skip(self, n):
+        for _ in range(n):
+            self.next()
+
+    def close(self):
+        if self.backend == LMDB:
+            self._txn.abort()
+        else:
+            self._db.close()
+
+
+class Writer:
+    """Puts records in transactions of `batch` puts."""
+
+    def __init__(self, path, backend=LMDB, batch=1000, map_size=1 << 40):
+        self.backend = backend_name(backend)
+        self.path = path
+        self.batch = batch
+        self._pending = 0
+        if self.backend == LMDB:
+            import lmdb
+            os.makedirs(path, exist_ok=False)
+            self._env = lmdb.open(path, map_size=map_size, subdir=True, meminit=False, map_async=False)
+            self._txn = self._env.begin(write=True)
+        else:
+            self._db = _plyvel().DB(path, create_if_missing=True, error_if_exists=True)
+            self._wb = self._db.write_batch()
+
+    def put(self, key, value):
+        if self.backend == LMDB:
+            self._txn.put(key, value)
+        else:
+            self._wb.put(key, value)
+        self._pending += 1
+        if self._pending >= self.batch:
+            self.commit()
+
+    def commit(self):
+        if self.backend == LMDB:
+            self._txn.commit()
+            self._txn = self._env.begin(write=True)
+        else:
+            self._wb.write()
+            self._wb = self._db.write_batch()
+        self._pending = 0
+
+    def close(self):
+        self.commit()
+        if self.backend == LMDB:
+            self._txn.abort()
+            self._env.sync(True)
+            self._env.close()
+        else:
+            self._db.close()

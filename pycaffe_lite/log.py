@@ -1,0 +1,40 @@
+"""glog-format logging, so that log parsers written for Caffe read ours:
+
+    I1128 04:33:19.123456 12345 solver.py:210] Iteration 20, loss = 6.9
+"""
+import datetime
+import logging
+import os
+import sys
+
+_LEVELS = {logging.DEBUG: "I", logging.INFO: "I", logging.WARNING: "W", logging.ERROR: "E", logging.CRITICAL: "F"}
+
+
+class GlogFormatter(logging.Formatter):
+    def format(self, record):
+        t = datetime.datetime.fromtimestamp(record.created)
+        head = "%s%s %s %5d %s:%d] " % (_LEVELS.get(record.levelno, "I"), t.strftime("%m%d"),
+                                        t.strftime("%H:%M:%S.%f"), os.getpid() if record.process is None
+                                        else record.process, record.filename, record.lineno)
+        return head + record.getMessage()
+
+
+logger = logging.getLogger("pycaffe_lite")
+if not logger.handlers:
+    _handler = logging.StreamHandler(sys.stderr)
+    _handler.setFormatter(GlogFormatter())
+    logger.addHandler(_handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+def info(msg, *args):
+    logger.info(msg, *args, stacklevel=2)
+
+
+def warning(msg, *args):
+    logger.warning(msg, *args, stacklevel=2)
+
+
+def error(msg, *args):
+    logger.error(msg, *args, stacklevel=2)

@@ -1,0 +1,1 @@
+"""The command lines, each runnable as python -m pycaffe_lite.tools.NAME."""

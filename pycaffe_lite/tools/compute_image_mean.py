@@ -1,0 +1,66 @@
+"""Compute the mean image of a database of Datums, as Caffe's compute_image_mean:
+
+    python -m pycaffe_lite.tools.compute_image_mean DB [OUTPUT.binaryproto] [--backend lmdb]
+
+Pixels are summed per element in float32 in key order, then divided by the
+record count, so the result equals Caffe's to the bit."""
+import argparse
+
+import numpy as np
+from tqdm import tqdm
+
+from .. import log, protoio
+from ..data import db as dbmod
+from ..data.datum import decode_datum, parse_datum
+from ..errors import FormatError, ShapeError
+from ..proto import caffe_pb2 as pb
+from ._cli import run
+
+
+def mean_of_db(path, backend="lmdb"):
+    reader = dbmod.Reader(path, backend)
+    n = len(reader)
+    if not n:
+        raise FormatError("%s: the database is empty; there is nothing to average" % path)
+    total = None
+    log.info("Starting iteration")
+    for _ in tqdm(range(n), unit="rec", disable=None, desc="compute_image_mean"):
+        key, value = reader.next()
+        img = decode_datum(parse_datum(value, key), key=key)
+        if total is None:
+            total = np.zeros(img.shape, np.float32)
+        elif img.shape != total.shape:
+            raise ShapeError("%s: record %r is %s but the first record is %s; all records must have the same "
+                             "size to average them" % (path, key.decode(errors="replace"), img.shape, total.shape))
+        total += img
+    reader.close()
+    log.info("Processed %d files.", n)
+    return total / np.float32(n)
+
+
+def mean_to_proto(mean):
+    c, h, w = mean.shape
+    proto = pb.BlobProto(num=1, channels=c, height=h, width=w)
+    proto.data.extend(mean.ravel().tolist())
+    return proto
+
+
+def main(argv=None):
+    def go(a):
+        p = argparse.ArgumentParser(prog="compute_image_mean", description=__doc__.split("\n\n")[0])
+        p.add_argument("db")
+        p.add_argument("output", nargs="?")
+        p.add_argument("--backend", default="lmdb")
+        args = p.parse_args(a)
+        mean = mean_of_db(args.db, args.backend)
+        if args.output:
+            log.info("Write to %s", args.output)
+            protoio.write_binary(args.output, mean_to_proto(mean))
+        log.info("Number of channels: %d", mean.shape[0])
+        for c in range(mean.shape[0]):
+            log.info("mean_value channel [%d]: %g", c, float(mean[c].mean()))
+    return run(go, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

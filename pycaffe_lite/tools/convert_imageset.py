@@ -1,0 +1,129 @@
+"""Convert a set of images to an LMDB (or LevelDB) of Datums, as Caffe's
+convert_imageset does:
+
+    python -m pycaffe_lite.tools.convert_imageset [FLAGS] ROOTFOLDER/ LISTFILE DB_NAME
+
+LISTFILE lines are 'relative/path label'. Keys are '%08d_<path>' with the
+0-based line number, so Caffe reads our databases and we read Caffe's. The
+database is built under a temporary name and renamed when complete."""
+import argparse
+import multiprocessing
+import os
+import random
+import shutil
+import signal
+
+from tqdm import tqdm
+
+from .. import log
+from ..data import db as dbmod
+from ..data.datum import image_file_to_datum
+from ..errors import ConfigError, FormatError
+from ..layers.data import read_list_file
+from ._cli import add_bool, parse, run
+
+
+def _parser():
+    p = argparse.ArgumentParser(prog="convert_imageset", description=__doc__.split("\n\n")[0])
+    add_bool(p, "--gray", "store images as one grey channel")
+    add_bool(p, "--shuffle", "shuffle the list before converting (see --seed)")
+    p.add_argument("--seed", type=int, default=None, help="random seed for --shuffle (repeatable runs)")
+    p.add_argument("--backend", default="lmdb", help="lmdb or leveldb")
+    p.add_argument("--resize_width", type=int, default=0)
+    p.add_argument("--resize_height", type=int, default=0)
+    add_bool(p, "--check_size", "require every image to have the same size")
+    add_bool(p, "--encoded", "store the encoded image (see --encode_type) instead of raw pixels")
+    p.add_argument("--encode_type", default="", help="png, jpg, ...; default: the file's own type")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="processes that decode and resize in parallel (default: one per core)")
+    p.add_argument("root_folder")
+    p.add_argument("list_file")
+    p.add_argument("db_name")
+    return p
+
+
+_JOB = {}
+
+
+def _init_worker(job):
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # the parent handles Ctrl-C
+    _JOB.update(job)
+
+
+def _convert(item):
+    index, (name, label) = item
+    j = _JOB
+    enc = j["encode_type"]
+    if j["encoded"] and not enc:
+        enc = os.path.splitext(name)[1][1:].lower()
+    datum = image_file_to_datum(os.path.join(j["root"], name), label, j["height"], j["width"],
+                                not j["gray"], enc if j["encoded"] else "")
+    if datum is None:
+        return index, None, None
+    return index, datum.SerializeToString(), len(datum.data)
+
+
+def convert(args):
+    if (args.resize_height > 0) != (args.resize_width > 0):
+        raise ConfigError("give both --resize_height and --resize_width, or neither")
+    backend = dbmod.backend_name(args.backend)
+    if os.path.exists(args.db_name):
+        raise ConfigError("%s already exists; remove it or choose another DB_NAME" % args.db_name)
+    lines = read_list_file(args.list_file)
+    if args.shuffle:
+        random.Random(args.seed).shuffle(lines)
+    log.info("A total of %d images.", len(lines))
+    tmp = "%s.incomplete-%d" % (args.db_name.rstrip("/"), os.getpid())
+    job = {"root": args.root_folder, "height": args.resize_height, "width": args.resize_width,
+           "gray": args.gray, "encoded": args.encoded, "encode_type": args.encode_type.lower()}
+    writer = dbmod.Writer(tmp, backend)
+    skipped, count, size = [], 0, None
+    pool = None
+    try:
+        items = list(enumerate(lines))
+        if args.workers > 1 and len(items) > 1:
+            pool = multiprocessing.get_context("fork").Pool(args.workers, _init_worker, (job,))
+            results = pool.imap(_convert, items, chunksize=16)
+        else:
+            _JOB.update(job)
+            results = map(_convert, items)
+        for index, value, nbytes in tqdm(results, total=len(items), unit="img", disable=None,
+                                         desc="convert_imageset"):
+            name = lines[index][0]
+            if value is None:
+                log.warning("%s line %d: could not read image %s; skipped",
+                            args.list_file, index + 1, os.path.join(args.root_folder, name))
+                skipped.append(index + 1)
+                continue
+            if args.check_size:
+                if size is None:
+                    size = nbytes
+                elif nbytes != size:
+                    raise FormatError("%s line %d: %s has %d bytes of pixels, the first image %d "
+                                      "(--check_size)" % (args.list_file, index + 1, name, nbytes, size))
+            writer.put(b"%08d_%s" % (index, name.encode()), value)
+            count += 1
+            if count % 1000 == 0:
+                log.info("Processed %d files.", count)
+        writer.close()
+        writer = None
+        os.rename(tmp, args.db_name)
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+        if writer is not None or os.path.exists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+    log.info("Processed %d files.", count)
+    if skipped:
+        log.warning("Skipped %d of %d images (list lines %s).", len(skipped), len(lines),
+                    ", ".join(map(str, skipped[:20])) + (" ..." if len(skipped) > 20 else ""))
+    return 0
+
+
+def main(argv=None):
+    return run(lambda a: convert(parse(_parser(), a)), argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
