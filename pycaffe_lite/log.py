@@ -19,9 +19,21 @@ class GlogFormatter(logging.Formatter):
         return head + record.getMessage()
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time (tests and tools redirect it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 logger = logging.getLogger("pycaffe_lite")
 if not logger.handlers:
-    _handler = logging.StreamHandler(sys.stderr)
+    _handler = _StderrHandler()
     _handler.setFormatter(GlogFormatter())
     logger.addHandler(_handler)
     logger.setLevel(logging.INFO)
