@@ -8,10 +8,12 @@ from .errors import CaffeError, ConfigError, FormatError, ShapeError
 from .layer import Layer, layer_type_list
 from .net import TEST, TRAIN, Net
 from .proto import caffe_pb2
+from . import io
+from .classifier import Classifier
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Blob", "CaffeError", "ConfigError", "FormatError", "Layer", "Net", "ShapeError", "TEST", "TRAIN",
+    "Blob", "CaffeError", "Classifier", "io", "ConfigError", "FormatError", "Layer", "Net", "ShapeError", "TEST", "TRAIN",
     "caffe_pb2", "layer_type_list", "set_device", "set_mode_cpu", "set_mode_gpu", "set_random_seed",
 ]

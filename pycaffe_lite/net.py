@@ -489,6 +489,29 @@ class Net:
         self.backward_from_to(start_i, end_i)
         return {name: self.blobs[name].diff for name in outputs}
 
+    def forward_all(self, blobs=None, **kwargs):
+        """Forward any number of inputs through the net, a batch at a time
+        (the last batch padded); returns {output: all of its rows}."""
+        outputs = list(self.outputs) + [b for b in (blobs or []) if b not in self.outputs]
+        collected = {name: [] for name in outputs}
+        if not kwargs:
+            out = self.forward(blobs=blobs)
+            return {name: out[name].copy() for name in outputs}
+        n = len(next(iter(kwargs.values())))
+        batch = self.blobs[self.inputs[0]].shape[0]
+        for start in range(0, n, batch):
+            chunk = {}
+            for name, value in kwargs.items():
+                part = np.asarray(value[start:start + batch])
+                if len(part) < batch:
+                    pad = np.zeros((batch - len(part),) + part.shape[1:], part.dtype)
+                    part = np.concatenate([part, pad])
+                chunk[name] = part
+            out = self.forward(blobs=blobs, **chunk)
+            for name in outputs:
+                collected[name].append(out[name][:min(batch, n - start)].copy())
+        return {name: np.concatenate(parts) for name, parts in collected.items()}
+
     def forward_backward(self):
         loss = self.forward_from_to(0, len(self.layers) - 1)
         self.backward_from_to(len(self.layers) - 1, 0)
