@@ -10,10 +10,13 @@ from .net import TEST, TRAIN, Net
 from .proto import caffe_pb2
 from . import io
 from .classifier import Classifier
+from .solver import (AdaDeltaSolver, AdaGradSolver, AdamSolver, NesterovSolver, RMSPropSolver, SGDSolver,
+                     Solver, get_solver)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Blob", "CaffeError", "Classifier", "io", "ConfigError", "FormatError", "Layer", "Net", "ShapeError", "TEST", "TRAIN",
+    "AdaDeltaSolver", "AdaGradSolver", "AdamSolver", "NesterovSolver", "RMSPropSolver", "SGDSolver", "Solver",
+    "get_solver", "Blob", "CaffeError", "Classifier", "io", "ConfigError", "FormatError", "Layer", "Net", "ShapeError", "TEST", "TRAIN",
     "caffe_pb2", "layer_type_list", "set_device", "set_mode_cpu", "set_mode_gpu", "set_random_seed",
 ]

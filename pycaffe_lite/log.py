@@ -19,6 +19,14 @@ class GlogFormatter(logging.Formatter):
         return head + record.getMessage()
 
 
+_progress = {"bar": None}
+
+
+def set_progress_bar(bar):
+    """While a tqdm bar is shown, log lines are printed above it, never into it."""
+    _progress["bar"] = bar
+
+
 class _StderrHandler(logging.StreamHandler):
     """Writes to whatever sys.stderr is at the time (tests and tools redirect it)."""
 
@@ -29,6 +37,12 @@ class _StderrHandler(logging.StreamHandler):
     @stream.setter
     def stream(self, value):
         pass
+
+    def emit(self, record):
+        bar = _progress["bar"]
+        if bar is None:
+            return super().emit(record)
+        bar.write(self.format(record), file=sys.stderr)
 
 
 logger = logging.getLogger("pycaffe_lite")

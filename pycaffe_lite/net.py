@@ -147,6 +147,17 @@ class Net:
         if weights is not None:
             self.copy_from(weights)
 
+    @classmethod
+    def _from_param(cls, param, state, source):
+        """A net from a NetParameter and a complete NetState (the solver's way)."""
+        net = cls.__new__(cls)
+        net._source = source
+        copy = pb.NetParameter()
+        copy.CopyFrom(param)
+        copy.ClearField("state")
+        net._init(copy, state)
+        return net
+
     @staticmethod
     def _parse_args(args, kwargs):
         args = list(args)
@@ -520,6 +531,11 @@ class Net:
     def reshape(self):
         for li, layer in enumerate(self.layers):
             layer.reshape(self._bottom(li), self._top(li))
+
+    def update(self):
+        """data -= diff for every parameter this net owns (shared ones once)."""
+        for blob in self._learnable_params:
+            blob.dev_data[...] -= blob.dev_diff
 
     def clear_param_diffs(self):
         for blob in self._learnable_params:

@@ -1,6 +1,7 @@
 """Data layers: Data (LMDB/LevelDB of Datums), ImageData (a list of image
 files), MemoryData (arrays handed over from Python). The first two prefetch
 batches in a background thread and transform whole batches at once."""
+import json
 import os
 
 import numpy as np
@@ -24,6 +25,7 @@ class _PrefetchingLayer(Layer):
         # seeded from the global one so set_random_seed makes runs repeatable.
         self.rng = np.random.default_rng(int(backend.rng().integers(0, 2 ** 63)))
         self.transformer = DataTransformer(self.param.transform_param, self.phase, self.rng)
+        self.records_read = 0
         self.open_source()
         c, h, w = self.transformer.output_shape(*self.record_shape)
         top[0].reshape((self.batch_size, c, h, w))
@@ -36,11 +38,35 @@ class _PrefetchingLayer(Layer):
 
     def _start(self):
         if self._prefetch is None:
-            self._prefetch = Prefetcher(self.load_batch, depth=3, name="%s prefetch" % self.name)
+            self._consumed = self._position()
+            self._prefetch = Prefetcher(self._next_batch, depth=3, name="%s prefetch" % self.name)
+
+    def _position(self):
+        return int(self.records_read), json.dumps(self.rng.bit_generator.state).encode()
+
+    def _next_batch(self):
+        data, labels = self.load_batch()
+        return data, labels, self._position()
+
+    # -- where the layer stands, for exact resume -------------------------
+    def get_state(self):
+        """(records consumed by the net, random state) after the last forward."""
+        if self._prefetch is None:
+            return self._position()
+        return self._consumed
+
+    def set_state(self, records_read, random_state):
+        if self._prefetch is not None:
+            self._prefetch.close()
+            self._prefetch = None
+        self.rewind(int(records_read))
+        self.records_read = int(records_read)
+        if random_state:
+            self.rng.bit_generator.state = json.loads(random_state.decode())
 
     def forward(self, bottom, top):
         self._start()
-        data, labels = self._prefetch.next()
+        data, labels, self._consumed = self._prefetch.next()
         top[0].reshape(data.shape)
         top[0].dev_data[...] = data
         if len(top) > 1:
@@ -80,12 +106,17 @@ class DataLayer(_PrefetchingLayer):
         datum = parse_datum(value, key)
         return decode_datum(datum, t.force_color, t.force_gray, key), datum.label
 
+    def rewind(self, records_read):
+        self.reader.seek_first()
+        self.reader.skip(records_read % len(self.reader))
+
     def load_batch(self):
         images = np.empty((self.batch_size,) + tuple(self.record_shape),
                           dtype=np.uint8)
         labels = np.empty(self.batch_size, np.float32)
         for i in range(self.batch_size):
             key, value = self.reader.next()
+            self.records_read += 1
             try:
                 img, labels[i] = self._decode(key, value)
             except FormatError as e:
@@ -152,10 +183,16 @@ class ImageDataLayer(_PrefetchingLayer):
             raise self.error("cannot read image %s (listed in %s)" % (path, p.source), FormatError)
         return img.transpose(2, 0, 1)
 
+    def rewind(self, records_read):
+        # Without shuffling the order is fixed; with it, resume restarts the
+        # current order from the stored position.
+        self.pos = records_read % len(self.lines)
+
     def load_batch(self):
         images = np.empty((self.batch_size,) + tuple(self.record_shape), np.uint8)
         labels = np.empty(self.batch_size, np.float32)
         for i in range(self.batch_size):
+            self.records_read += 1
             name, label = self.lines[self.pos]
             img = self._read(name, label)
             if img.shape != self.record_shape:

@@ -1,0 +1,415 @@
+"""Solver: builds the train and test nets from a SolverParameter and runs
+Caffe's loop (test, forward/backward, display, update, snapshot), with the
+same log lines, snapshots and resume."""
+import math
+import os
+import time
+
+import numpy as np
+
+from . import backend, log, protoio
+from .blob import Blob
+from .errors import CaffeError, ConfigError, FormatError
+from .net import Net
+from .proto import caffe_pb2 as pb
+from .solvers import RULES, learning_rate
+from .upgrade import upgrade_solver
+
+f32 = np.float32
+
+
+class DivergenceError(CaffeError):
+    """The loss became NaN or infinite."""
+
+
+def _fmt(x):
+    return "%g" % float(x)
+
+
+def read_solver_param(path):
+    param = protoio.read_text(str(path), pb.SolverParameter())
+    return upgrade_solver(param, str(path))
+
+
+class Solver:
+    """pycaffe's solver API: step(n), solve(), net, test_nets, iter,
+    snapshot(), restore(path)."""
+
+    def __init__(self, solver, net_override=None):
+        if isinstance(solver, pb.SolverParameter):
+            self.param, self._source = solver, "SolverParameter"
+        else:
+            self._source = str(solver)
+            self.param = read_solver_param(solver)
+        p = self.param
+        rule = RULES.get(p.type)
+        if rule is None:
+            raise ConfigError("%s: unknown solver type '%s' (one of %s)" % (self._source, p.type, ", ".join(RULES)))
+        if getattr(self, "rule_type", None) and self.rule_type != p.type:
+            raise ConfigError("%s: solver type is '%s' but %s was asked for"
+                              % (self._source, p.type, type(self).__name__))
+        self.rule = rule(p)
+        if p.regularization_type not in ("L1", "L2"):
+            raise ConfigError("%s: unknown regularization_type '%s' (L1 or L2)" % (self._source, p.regularization_type))
+        if p.solver_mode == pb.SolverParameter.GPU and backend.mode() == backend.GPU:
+            backend.set_device(p.device_id)
+        if p.random_seed >= 0:
+            backend.set_random_seed(p.random_seed)
+        log.info("Initializing solver from parameters: \n%s", str(p))
+        self.net = self._train_net(net_override)
+        self.test_nets = self._test_nets()
+        for t in self.test_nets:
+            t.share_with(self.net)
+        self.iter = 0
+        self.current_step = 0
+        self.history = [np.zeros(b.shape, dtype=b.data.dtype)
+                        for _ in range(self.rule.histories) for b in self.net.learnable_params]
+        self._losses, self.smoothed_loss = [], 0.0
+        self._requested = None        # "snapshot" or "stop", set by signal handlers
+        self.early_exit = False
+        self.progress = None          # a tqdm bar, when the caller wants one
+        log.info("Solver scaffolding done.")
+
+    # -- nets --------------------------------------------------------------
+    def _train_net(self, override):
+        p = self.param
+        if override is not None:
+            return override
+        fields = [f for f in ("net", "net_param", "train_net", "train_net_param") if p.HasField(f)]
+        if len(fields) != 1:
+            raise ConfigError("%s: give exactly one of net, net_param, train_net, train_net_param (got %s)"
+                              % (self._source, fields or "none"))
+        field = fields[0]
+        if field in ("net", "train_net"):
+            path = getattr(p, field)
+            net_param, where = protoio.read_net_text(self._existing(path, "net")), "net file: " + path
+        else:
+            net_param, where = pb.NetParameter(), field
+            net_param.CopyFrom(getattr(p, field))
+        log.info("Creating training net from %s", where)
+        state = pb.NetState(phase=pb.TRAIN)
+        state.MergeFrom(net_param.state)
+        state.MergeFrom(p.train_state)
+        return Net._from_param(net_param, state, where)
+
+    def _existing(self, path, what):
+        if not os.path.exists(path):
+            raise ConfigError("%s: the %s file %s does not exist (paths are relative to the directory you "
+                              "run from: %s)" % (self._source, what, path, os.getcwd()))
+        return path
+
+    def _test_nets(self):
+        p = self.param
+        sources = [(protoio.read_net_text(self._existing(f, "test net")), f) for f in p.test_net]
+        sources += [(n, "test_net_param") for n in p.test_net_param]
+        generic = p.HasField("net") or p.HasField("net_param")
+        n_generic = len(p.test_iter) - len(sources) if generic else 0
+        if len(p.test_iter) != len(sources) + n_generic:
+            raise ConfigError("%s: test_iter must be given once per test net (%d test nets, %d test_iter)"
+                              % (self._source, len(sources) + n_generic, len(p.test_iter)))
+        if len(p.test_state) not in (0, len(sources) + n_generic):
+            raise ConfigError("%s: test_state must be given once per test net, or not at all" % self._source)
+        if generic and n_generic:
+            base = pb.NetParameter()
+            if p.HasField("net_param"):
+                base.CopyFrom(p.net_param)
+                where = "net_param"
+            else:
+                base, where = protoio.read_net_text(self._existing(p.net, "net")), p.net
+            sources += [(base, where)] * n_generic
+        nets = []
+        for i, (net_param, where) in enumerate(sources):
+            log.info("Creating test net (#%d) specified by %s", i, where)
+            state = pb.NetState(phase=pb.TEST)
+            state.MergeFrom(net_param.state)
+            if len(p.test_state):
+                state.MergeFrom(p.test_state[i])
+            nets.append(Net._from_param(net_param, state, where))
+        if p.test_interval and not nets and len(p.test_iter):
+            raise ConfigError("%s: test_iter given but no test net" % self._source)
+        return nets
+
+    # -- the loop ----------------------------------------------------------
+    def request(self, action):
+        """Ask the loop to 'snapshot' or 'stop' at the next safe point (signals)."""
+        self._requested = action
+
+    def _take_request(self):
+        action, self._requested = self._requested, None
+        return action
+
+    def _update_smoothed_loss(self, loss, start_iter):
+        n = max(1, self.param.average_loss)
+        if len(self._losses) < n:
+            self._losses.append(loss)
+            k = len(self._losses)
+            self.smoothed_loss = (self.smoothed_loss * (k - 1) + loss) / k
+        else:
+            idx = (self.iter - start_iter) % n
+            self.smoothed_loss += (loss - self._losses[idx]) / n
+            self._losses[idx] = loss
+
+    def step(self, iters):
+        p = self.param
+        start_iter, stop_iter = self.iter, self.iter + int(iters)
+        self._losses, self.smoothed_loss = [], 0.0
+        timer, last_iter = time.time(), self.iter
+        while self.iter < stop_iter:
+            self.net.clear_param_diffs()
+            if p.test_interval and self.iter % p.test_interval == 0 and (self.iter > 0 or p.test_initialization):
+                self.test_all()
+                if self.early_exit:
+                    break
+            display = p.display and self.iter % p.display == 0
+            loss = 0.0
+            for _ in range(max(1, p.iter_size)):
+                loss += float(f32(self.net.forward_backward()))
+            loss = float(f32(loss / max(1, p.iter_size)))
+            if not math.isfinite(loss):
+                self._diverged(loss)
+            self._update_smoothed_loss(loss, start_iter)
+            if display:
+                lapse = time.time() - timer
+                per_s = (self.iter - last_iter) / (lapse or 1)
+                log.info("Iteration %d (%s iter/s, %ss/%d iters), loss = %s", self.iter, _fmt(per_s),
+                         _fmt(lapse), p.display, _fmt(self.smoothed_loss))
+                timer, last_iter = time.time(), self.iter
+                self._log_outputs(self.net, "Train", lambda v: v)
+            self.apply_update()
+            self.iter += 1
+            if self.progress is not None:
+                self.progress.update(1)
+            action = self._take_request()
+            if (p.snapshot and self.iter % p.snapshot == 0) or action == "snapshot":
+                self.snapshot()
+            if action == "stop":
+                self.early_exit = True
+                break
+
+    def _log_outputs(self, net, kind, scale, values=None):
+        k = 0
+        for j, name in enumerate(net.outputs):
+            blob = net.blobs[name]
+            weight = net.blob_loss_weights[name]
+            vals = values[j] if values is not None else blob.data.ravel()
+            for v in np.atleast_1d(vals):
+                v = f32(scale(v))
+                extra = " (* %s = %s loss)" % (_fmt(weight), _fmt(f32(weight) * v)) if weight else ""
+                log.info("    %s net output #%d: %s = %s%s", kind, k, name, _fmt(v), extra)
+                k += 1
+
+    def _diverged(self, loss):
+        where = "iteration %d" % self.iter
+        if self.param.snapshot and all(np.isfinite(b.data).all() for b in self.net.learnable_params):
+            self.snapshot()
+            where += "; the weights it started from are in %s" % self._filename(".caffemodel")
+        raise DivergenceError("the loss became %s at %s. Lower base_lr, or clip gradients (clip_gradients)"
+                              % (loss, where))
+
+    def solve(self, resume_file=None):
+        p = self.param
+        log.info("Solving %s", self.net.name)
+        log.info("Learning Rate Policy: %s", p.lr_policy)
+        self.early_exit = False
+        if resume_file:
+            log.info("Restoring previous solver status from %s", resume_file)
+            self.restore(resume_file)
+        start_iter = self.iter
+        self.step(p.max_iter - self.iter)
+        if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0):
+            self.snapshot()
+        if self.early_exit:
+            log.info("Optimization stopped early.")
+            return
+        if p.display and self.iter % p.display == 0:
+            loss = float(f32(self.net.forward_from_to(0, len(self.net.layers) - 1)))
+            self._update_smoothed_loss(loss, start_iter)
+            log.info("Iteration %d, loss = %s", self.iter, _fmt(self.smoothed_loss))
+        if p.test_interval and self.iter % p.test_interval == 0:
+            self.test_all()
+        log.info("Optimization Done.")
+
+    def test_all(self):
+        for i in range(len(self.test_nets)):
+            self.test(i)
+
+    def test(self, i):
+        p = self.param
+        log.info("Iteration %d, Testing net (#%d)", self.iter, i)
+        net = self.test_nets[i]
+        scores, loss = None, 0.0
+        for _ in range(p.test_iter[i]):
+            action = self._take_request()
+            if action == "snapshot":
+                self.snapshot()
+            elif action == "stop":
+                self.early_exit = True
+                break
+            iter_loss = net.forward_from_to(0, len(net.layers) - 1)
+            if p.test_compute_loss:
+                loss += iter_loss
+            result = [net.blobs[name].data.astype(np.float32).ravel().copy() for name in net.outputs]
+            scores = result if scores is None else [s + r for s, r in zip(scores, result)]
+        if self.early_exit:
+            log.info("Test interrupted.")
+            return
+        if p.test_compute_loss:
+            log.info("Test loss: %s", _fmt(loss / p.test_iter[i]))
+        n = f32(p.test_iter[i])
+        self.last_test_scores = {name: s / n for name, s in zip(net.outputs, scores or [])}
+        self._log_outputs(net, "Test", lambda v: v / n, scores)
+
+    # -- the update ----------------------------------------------------------
+    def apply_update(self):
+        p = self.param
+        rate, self.current_step = learning_rate(p, self.iter, self.current_step)
+        if p.lr_policy == "multistep" and self._last_step_logged != self.current_step and self.current_step:
+            log.info("MultiStep Status: Iteration %d, step = %d", self.iter, self.current_step)
+        self._last_step_logged = self.current_step
+        self.last_lr = rate
+        if p.display and self.iter % p.display == 0:
+            log.info("Iteration %d, lr = %s", self.iter, _fmt(rate))
+        params = self.net.learnable_params
+        self._clip_gradients(params)
+        decay = f32(p.weight_decay)
+        for i, blob in enumerate(params):
+            g = blob.dev_diff
+            if p.iter_size > 1:
+                g *= f32(1) / f32(p.iter_size)
+            local_decay = decay * f32(self.net.params_weight_decay[i])
+            if local_decay:
+                if p.regularization_type == "L2":
+                    g += local_decay * blob.dev_data
+                else:
+                    g += local_decay * np.sign(blob.dev_data)
+            local_rate = rate * f32(self.net.params_lr[i])
+            self.rule.compute(i, blob, self.history, rate, local_rate, self.iter)
+        self.net.update()
+
+    _last_step_logged = 0
+
+    def _clip_gradients(self, params):
+        clip = f32(self.param.clip_gradients)
+        if clip < 0:
+            return
+        sumsq = f32(0)
+        for b in params:
+            d = b.dev_diff.ravel()
+            sumsq += f32(np.dot(d, d))
+        norm = f32(np.sqrt(sumsq))
+        if norm > clip:
+            factor = clip / norm
+            log.info("Gradient clipping: scaling down gradients (L2 norm %s > %s) by scale factor %s",
+                     _fmt(norm), _fmt(clip), _fmt(factor))
+            for b in params:
+                b.dev_diff[...] *= factor
+
+    # -- snapshots -------------------------------------------------------------
+    def _filename(self, ext):
+        prefix = self.param.snapshot_prefix
+        if not prefix:
+            prefix = os.path.splitext(self._source)[0] if self._source != "SolverParameter" else "snapshot"
+        return "%s_iter_%d%s" % (prefix, self.iter, ext)
+
+    def snapshot(self):
+        if self.param.snapshot_format == pb.SolverParameter.HDF5:
+            raise ConfigError("snapshot_format HDF5 is not supported; use BINARYPROTO")
+        model = self._filename(".caffemodel")
+        folder = os.path.dirname(model)
+        if folder and not os.path.isdir(folder):
+            raise ConfigError("cannot snapshot to %s: the folder %s does not exist" % (model, folder))
+        log.info("Snapshotting to binary proto file %s", model)
+        protoio.write_binary(model, self.net.to_proto(self.param.snapshot_diff))
+        state = pb.SolverState(iter=self.iter, learned_net=model, current_step=self.current_step)
+        for h in self.history:
+            blob = Blob(h.shape)
+            blob.data[...] = h
+            blob.to_proto(state.history.add())
+        self._save_streams(state)
+        path = self._filename(".solverstate")
+        log.info("Snapshotting solver state to binary proto file %s", path)
+        protoio.write_binary(path, state)
+        return path
+
+    def _data_layers(self):
+        nets = [("train", self.net)] + [("test%d" % i, n) for i, n in enumerate(self.test_nets)]
+        for tag, net in nets:
+            for name, layer in zip(net._layer_names, net.layers):
+                if hasattr(layer, "get_state"):
+                    yield "%s/%s" % (tag, name), layer
+
+    def _save_streams(self, state):
+        import json
+        for name, layer in self._data_layers():
+            read, rnd = layer.get_state()
+            state.data_state.add(layer=name, records_read=read, random_state=rnd)
+        state.random_state = json.dumps(backend.rng().bit_generator.state).encode()
+        state.smoothed_loss = self.smoothed_loss
+
+    def restore(self, path):
+        path = str(path)
+        if path.endswith(".caffemodel"):
+            raise ConfigError("%s is a model; --snapshot wants the .solverstate written beside it (use --weights "
+                              "to start from a .caffemodel)" % path)
+        state = protoio.read_binary(path, pb.SolverState())
+        if not state.HasField("iter"):
+            raise FormatError("%s: not a solver state (no iteration recorded)" % path)
+        if len(state.history) != len(self.history):
+            raise FormatError("%s holds %d history blobs; this net and solver type (%s) need %d. Was it written "
+                              "for another net or solver type?" % (path, len(state.history), self.param.type,
+                                                                    len(self.history)))
+        for i, (proto, h) in enumerate(zip(state.history, self.history)):
+            blob = Blob(h.shape)
+            if not blob.shape_matches_proto(proto):
+                from .blob import proto_shape
+                raise FormatError("%s: history blob %d is %s but the parameter is %s; the state was written for "
+                                  "another net" % (path, i, proto_shape(proto), h.shape))
+        if state.learned_net:
+            self.net.copy_from(state.learned_net)
+        for proto, h in zip(state.history, self.history):
+            blob = Blob(h.shape)
+            blob.from_proto(proto, reshape=False)
+            h[...] = blob.data
+        self.iter = state.iter
+        self.current_step = state.current_step
+        self._last_step_logged = self.current_step
+        if len(state.data_state):
+            import json
+            layers = dict(self._data_layers())
+            for entry in state.data_state:
+                if entry.layer in layers:
+                    layers[entry.layer].set_state(entry.records_read, entry.random_state)
+            if state.random_state:
+                backend.rng().bit_generator.state = json.loads(state.random_state.decode())
+
+
+class _Typed(Solver):
+    def __init__(self, solver, *args, **kwargs):
+        if not isinstance(solver, pb.SolverParameter):
+            param = read_solver_param(solver)
+            if not param.HasField("type"):
+                param.type = self.rule_type
+            self._path = str(solver)
+            solver_arg = param
+        else:
+            solver_arg = solver
+        Solver.__init__(self, solver_arg, *args, **kwargs)
+        if not isinstance(solver, pb.SolverParameter):
+            self._source = str(solver)
+
+
+def _typed(name):
+    return type(name + "Solver", (_Typed,), {"rule_type": name, "__doc__": "pycaffe's %sSolver." % name})
+
+
+SGDSolver = _typed("SGD")
+NesterovSolver = _typed("Nesterov")
+AdaGradSolver = _typed("AdaGrad")
+RMSPropSolver = _typed("RMSProp")
+AdaDeltaSolver = _typed("AdaDelta")
+AdamSolver = _typed("Adam")
+
+
+def get_solver(path):
+    """The solver of the type the solver file names (pycaffe's caffe.get_solver)."""
+    return Solver(path)

@@ -1,0 +1,221 @@
+"""Caffe's command line:
+
+    python -m pycaffe_lite.tools.caffe train --solver=solver.prototxt [--snapshot=X.solverstate | --weights=a.caffemodel[,b]]
+    python -m pycaffe_lite.tools.caffe test --model=net.prototxt --weights=w.caffemodel [--iterations=50]
+    python -m pycaffe_lite.tools.caffe time --model=net.prototxt [--iterations=50]
+    python -m pycaffe_lite.tools.caffe device_query"""
+import argparse
+import os
+import platform
+import signal
+import sys
+import time
+
+import numpy as np
+
+from .. import backend, log
+from ..errors import ConfigError
+from ..net import TEST, TRAIN, Net
+from ..proto import caffe_pb2 as pb
+from ..solver import Solver, read_solver_param
+from ._cli import run
+
+
+def _parser():
+    p = argparse.ArgumentParser(prog="caffe", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("command", choices=["train", "test", "time", "device_query"])
+    p.add_argument("--solver", default="", help="the solver definition (train)")
+    p.add_argument("--model", default="", help="the net definition (test, time)")
+    p.add_argument("--snapshot", default="", help="a .solverstate to resume training from")
+    p.add_argument("--weights", default="", help="comma-separated .caffemodel files to start from (not with "
+                                                  "--snapshot)")
+    p.add_argument("--iterations", type=int, default=50, help="iterations for test and time")
+    p.add_argument("--gpu", default="", help="GPU id(s); empty: CPU (or the solver's solver_mode)")
+    p.add_argument("--phase", default="", help="TRAIN or TEST, for test/time")
+    p.add_argument("--level", type=int, default=0)
+    p.add_argument("--stage", default="", help="comma-separated stages")
+    p.add_argument("--sigint_effect", default="stop", choices=["stop", "snapshot", "none"])
+    p.add_argument("--sighup_effect", default="snapshot", choices=["stop", "snapshot", "none"])
+    return p
+
+
+def _stages(args):
+    return [s for s in args.stage.split(",") if s]
+
+
+def _set_mode(args, solver_param=None):
+    gpu = args.gpu
+    if not gpu and solver_param is not None and solver_param.solver_mode == pb.SolverParameter.GPU:
+        try:
+            backend.set_mode_gpu()
+            backend.set_device(solver_param.device_id)
+            log.info("Use GPU with device ID %d", solver_param.device_id)
+            return
+        except RuntimeError as e:
+            log.warning("solver_mode is GPU but %s; training on the CPU", str(e).split(":")[0].lower())
+    if gpu:
+        backend.set_mode_gpu()
+        backend.set_device(int(gpu.split(",")[0]))
+        log.info("Use GPU with device ID %s", gpu.split(",")[0])
+    else:
+        backend.set_mode_cpu()
+        log.info("Use CPU.")
+
+
+def _phase(args, default):
+    if not args.phase:
+        return default
+    if args.phase.upper() not in ("TRAIN", "TEST"):
+        raise ConfigError("--phase must be TRAIN or TEST, got %s" % args.phase)
+    return TRAIN if args.phase.upper() == "TRAIN" else TEST
+
+
+def train(args):
+    if not args.solver:
+        raise ConfigError("train needs --solver=<solver.prototxt>")
+    if args.snapshot and args.weights:
+        raise ConfigError("give --snapshot to resume training or --weights to finetune, not both")
+    if args.snapshot and not os.path.exists(args.snapshot):
+        raise ConfigError("--snapshot: %s does not exist" % args.snapshot)
+    if args.snapshot.endswith(".caffemodel"):
+        raise ConfigError("--snapshot=%s is a model; --snapshot wants the .solverstate written beside it "
+                          "(to start from a .caffemodel use --weights)" % args.snapshot)
+    param = read_solver_param(args.solver)
+    param.train_state.level = args.level
+    param.train_state.stage.extend(_stages(args))
+    _set_mode(args, param)
+    solver = Solver(param)
+    solver._source = args.solver
+    for w in [w for w in args.weights.split(",") if w]:
+        log.info("Finetuning from %s", w)
+        solver.net.copy_from(w)
+        for t in solver.test_nets:
+            t.copy_from(w)
+    effects = {"stop": "stop", "snapshot": "snapshot", "none": None}
+
+    def handler(effect):
+        def on_signal(signum, frame):
+            if effect:
+                solver.request(effect)
+        return on_signal
+    old_int = signal.signal(signal.SIGINT, handler(effects[args.sigint_effect]))
+    old_hup = signal.signal(signal.SIGHUP, handler(effects[args.sighup_effect]))
+    bar = None
+    try:
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+            bar = tqdm(total=param.max_iter, unit="iter", dynamic_ncols=True, leave=False)
+            solver.progress = bar
+            log.set_progress_bar(bar)
+        log.info("Starting Optimization")
+        if args.snapshot:
+            solver.solve(args.snapshot)
+            if bar is not None:
+                bar.n = solver.iter
+        else:
+            solver.solve()
+    finally:
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGHUP, old_hup)
+        if bar is not None:
+            bar.close()
+            log.set_progress_bar(None)
+    log.info("Optimization Done.")
+    return 0
+
+
+def test(args):
+    if not args.model or not args.weights:
+        raise ConfigError("test needs --model and --weights")
+    _set_mode(args)
+    net = Net(args.model, _phase(args, TEST), level=args.level, stages=_stages(args))
+    for w in args.weights.split(","):
+        net.copy_from(w)
+    log.info("Running for %d iterations.", args.iterations)
+    scores, names, loss = None, [], 0.0
+    for i in range(args.iterations):
+        loss += net.forward_from_to(0, len(net.layers) - 1)
+        values = []
+        for name in net.outputs:
+            for v in net.blobs[name].data.ravel():
+                values.append(np.float32(v))
+                names.append(name) if i == 0 else None
+                log.info("Batch %d, %s = %g", i, name, v)
+        scores = values if scores is None else [a + b for a, b in zip(scores, values)]
+    log.info("Loss: %g", loss / args.iterations)
+    for name, s in zip(names, scores or []):
+        mean = np.float32(s) / np.float32(args.iterations)
+        w = net.blob_loss_weights[name]
+        extra = " (* %g = %g loss)" % (w, w * mean) if w else ""
+        log.info("%s = %g%s", name, mean, extra)
+    return 0
+
+
+def time_net(args):
+    if not args.model:
+        raise ConfigError("time needs --model")
+    _set_mode(args)
+    net = Net(args.model, _phase(args, TRAIN), level=args.level, stages=_stages(args))
+    log.info("Performing Forward")
+    loss = net.forward_from_to(0, len(net.layers) - 1)
+    log.info("Initial loss: %g", loss)
+    log.info("Performing Backward")
+    net.backward_from_to(len(net.layers) - 1, 0)
+    n = len(net.layers)
+    fwd, bwd = [0.0] * n, [0.0] * n
+    total_f = total_b = 0.0
+    log.info("*** Benchmark begins ***")
+    log.info("Testing for %d iterations.", args.iterations)
+    start = time.perf_counter()
+    for j in range(args.iterations):
+        t_iter = time.perf_counter()
+        for i, layer in enumerate(net.layers):
+            t = time.perf_counter()
+            layer.run_forward(net._bottom(i), net._top(i))
+            fwd[i] += time.perf_counter() - t
+        total_f += time.perf_counter() - t_iter
+        t_back = time.perf_counter()
+        for i in range(n - 1, -1, -1):
+            t = time.perf_counter()
+            if net._layer_need_backward[i]:
+                net.layers[i].backward(net._top(i), net._bottom_need_backward[i], net._bottom(i))
+            bwd[i] += time.perf_counter() - t
+        total_b += time.perf_counter() - t_back
+        log.info("Iteration: %d forward-backward time: %g ms.", j + 1, (time.perf_counter() - t_iter) * 1e3)
+    total = time.perf_counter() - start
+    k = float(args.iterations)
+    log.info("Average time per layer: ")
+    for i, name in enumerate(net._layer_names):
+        log.info("%10s\tforward: %g ms.", name, fwd[i] * 1e3 / k)
+        log.info("%10s\tbackward: %g ms.", name, bwd[i] * 1e3 / k)
+    log.info("Average Forward pass: %g ms.", total_f * 1e3 / k)
+    log.info("Average Backward pass: %g ms.", total_b * 1e3 / k)
+    log.info("Average Forward-Backward: %g ms.", total * 1e3 / k)
+    log.info("Total Time: %g ms.", total * 1e3)
+    log.info("*** Benchmark ends ***")
+    return 0
+
+
+def device_query(args):
+    log.info("Querying devices")
+    try:
+        backend.set_mode_gpu()
+    except RuntimeError as e:
+        log.info("No GPU: %s", e)
+        log.info("CPU: %s, %d cores, numpy %s", platform.processor() or platform.machine(), os.cpu_count(),
+                 np.__version__)
+        backend.set_mode_cpu()
+        return 0
+    return 0
+
+
+COMMANDS = {"train": train, "test": test, "time": time_net, "device_query": device_query}
+
+
+def main(argv=None):
+    return run(lambda a: COMMANDS[_parser().parse_args(a).command](_parser().parse_args(a)), argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
