@@ -18,7 +18,7 @@ setup(
     ],
     extras_require={
         "gpu": ["cupy-cuda13x"],
-        "test": ["pytest", "grpcio-tools==1.85.1"],
+        "test": ["pytest", "grpcio-tools==1.85.1", "matplotlib", "scikit-learn"],
         "bench": ["torch==2.13.0", "threadpoolctl"],
     },
 )

@@ -76,11 +76,11 @@ def train(args):
         raise ConfigError("train needs --solver=<solver.prototxt>")
     if args.snapshot and args.weights:
         raise ConfigError("give --snapshot to resume training or --weights to finetune, not both")
-    if args.snapshot and not os.path.exists(args.snapshot):
-        raise ConfigError("--snapshot: %s does not exist" % args.snapshot)
     if args.snapshot.endswith(".caffemodel"):
         raise ConfigError("--snapshot=%s is a model; --snapshot wants the .solverstate written beside it "
                           "(to start from a .caffemodel use --weights)" % args.snapshot)
+    if args.snapshot and not os.path.exists(args.snapshot):
+        raise ConfigError("--snapshot: %s does not exist" % args.snapshot)
     param = read_solver_param(args.solver)
     param.train_state.level = args.level
     param.train_state.stage.extend(_stages(args))
