@@ -272,19 +272,30 @@ class Solver:
         params = self.net.learnable_params
         self._clip_gradients(params)
         decay = f32(p.weight_decay)
+        n = len(params)
         for i, blob in enumerate(params):
-            g = blob.dev_diff
-            if p.iter_size > 1:
-                g *= f32(1) / f32(p.iter_size)
             local_decay = decay * f32(self.net.params_weight_decay[i])
-            if local_decay:
-                if p.regularization_type == "L2":
-                    g += local_decay * blob.dev_data
-                else:
-                    g += local_decay * np.sign(blob.dev_data)
             local_rate = rate * f32(self.net.params_lr[i])
-            self.rule.compute(i, blob, self.history, rate, local_rate, self.iter)
-        self.net.update()
+            w, g = blob.dev_data.reshape(-1), blob.dev_diff.reshape(-1)
+            hists = [self.history[k * n + i].reshape(-1) for k in range(self.rule.histories)]
+            backend.ops().chunked(self._update_chunk(w, g, hists, local_decay, local_rate), w.size)
+
+    def _update_chunk(self, w, g, hists, local_decay, local_rate):
+        """Normalize, regularize, compute the step and apply it, for one slice:
+        Caffe's order of operations, one pass over memory."""
+        p = self.param
+        l2 = p.regularization_type == "L2"
+        scale = f32(1) / f32(p.iter_size) if p.iter_size > 1 else None
+
+        def run(a, b):
+            gs, ws = g[a:b], w[a:b]
+            if scale is not None:
+                gs *= scale
+            if local_decay:
+                gs += local_decay * (ws if l2 else np.sign(ws))
+            self.rule.compute(gs, [h[a:b] for h in hists], local_rate, self.iter)
+            ws -= gs
+        return run
 
     _last_step_logged = 0
 

@@ -1,6 +1,8 @@
 """The update rules of Caffe's solvers, each as Caffe computes it in float32:
-given the (normalized, regularized) gradient in param.diff, leave the step to
-subtract from the weights in param.diff and update the history blobs."""
+given the (normalized, regularized) gradient g, leave in g the step to subtract
+from the weights and update the histories. The solver calls them on slices of
+the parameters small enough to stay in cache, so each array is read from
+memory once per iteration."""
 import numpy as np
 
 f32 = np.float32
@@ -13,26 +15,28 @@ class UpdateRule:
     def __init__(self, param):
         self.param = param
 
-    def compute(self, i, blob, history, rate, local_rate, it):
+    def compute(self, g, hist, local_rate, it):
+        """g: gradient slice; hist: the matching history slices (1 or 2)."""
         raise NotImplementedError
 
 
 class SGD(UpdateRule):
     type = "SGD"
 
-    def compute(self, i, blob, history, rate, local_rate, it):
-        h, g = history[i], blob.dev_diff
+    def compute(self, g, hist, local_rate, it):
+        h = hist[0]
         h *= f32(self.param.momentum)
-        h += f32(local_rate) * g
+        g *= f32(local_rate)
+        h += g
         g[...] = h
 
 
 class Nesterov(UpdateRule):
     type = "Nesterov"
 
-    def compute(self, i, blob, history, rate, local_rate, it):
+    def compute(self, g, hist, local_rate, it):
         m = f32(self.param.momentum)
-        h, g = history[i], blob.dev_diff
+        h = hist[0]
         previous = h.copy()
         h *= m
         h += f32(local_rate) * g
@@ -42,8 +46,8 @@ class Nesterov(UpdateRule):
 class AdaGrad(UpdateRule):
     type = "AdaGrad"
 
-    def compute(self, i, blob, history, rate, local_rate, it):
-        h, g = history[i], blob.dev_diff
+    def compute(self, g, hist, local_rate, it):
+        h = hist[0]
         h += g * g
         g[...] = f32(local_rate) * (g / (np.sqrt(h) + f32(self.param.delta)))
 
@@ -51,9 +55,9 @@ class AdaGrad(UpdateRule):
 class RMSProp(UpdateRule):
     type = "RMSProp"
 
-    def compute(self, i, blob, history, rate, local_rate, it):
+    def compute(self, g, hist, local_rate, it):
         d = f32(self.param.rms_decay)
-        h, g = history[i], blob.dev_diff
+        h = hist[0]
         h[...] = (f32(1) - d) * (g * g) + d * h
         g[...] = f32(local_rate) * (g / (np.sqrt(h) + f32(self.param.delta)))
 
@@ -62,10 +66,9 @@ class AdaDelta(UpdateRule):
     type = "AdaDelta"
     histories = 2
 
-    def compute(self, i, blob, history, rate, local_rate, it):
+    def compute(self, g, hist, local_rate, it):
         m, delta = f32(self.param.momentum), f32(self.param.delta)
-        n = len(history) // 2
-        h_grad, h_update, g = history[i], history[n + i], blob.dev_diff
+        h_grad, h_update = hist
         h_grad[...] = (f32(1) - m) * (g * g) + m * h_grad
         g *= np.sqrt((h_update + delta) / (h_grad + delta))
         h_update[...] = (f32(1) - m) * (g * g) + m * h_update
@@ -76,13 +79,12 @@ class Adam(UpdateRule):
     type = "Adam"
     histories = 2
 
-    def compute(self, i, blob, history, rate, local_rate, it):
+    def compute(self, g, hist, local_rate, it):
         b1, b2 = f32(self.param.momentum), f32(self.param.momentum2)
         t = it + 1
         # Caffe computes the bias correction in double, then stores it as float.
         correction = f32(np.sqrt(1.0 - float(b2) ** t) / (1.0 - float(b1) ** t))
-        n = len(history) // 2
-        mom, var, g = history[i], history[n + i], blob.dev_diff
+        mom, var = hist
         mom[...] = (f32(1) - b1) * g + b1 * mom
         var[...] = (f32(1) - b2) * (g * g) + b2 * var
         g[...] = (f32(local_rate) * correction) * (mom / (np.sqrt(var) + f32(self.param.delta)))

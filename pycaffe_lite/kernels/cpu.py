@@ -32,6 +32,20 @@ def _run_split(fn, n, work):
         f.result()
 
 
+CHUNK = 1 << 15   # elements per slice of element-wise solver work (stays in L2)
+
+
+def chunked(fn, n):
+    """fn(start, stop) over [0, n) in cache-sized slices, split across threads."""
+    def span(a, b):
+        for s in range(a, b, CHUNK):
+            fn(s, min(b, s + CHUNK))
+    if n <= CHUNK:
+        fn(0, n)
+        return
+    _run_split(lambda a, b: span(a * CHUNK, min(n, b * CHUNK)), (n + CHUNK - 1) // CHUNK, n)
+
+
 # ---------------------------------------------------------------- convolution
 
 # Convolution works through the batch in chunks whose im2col columns take about
