@@ -47,9 +47,11 @@ class LossLayer(Layer):
             return LP.VALID if p.normalize else LP.BATCH_SIZE
         return default
 
-    @staticmethod
-    def normalizer(mode, outer, inner, valid):
-        n = {LP.FULL: outer * inner, LP.VALID: valid, LP.BATCH_SIZE: outer, LP.NONE: 1}[mode]
+    def normalizer(self, mode, outer, inner, valid):
+        """Caffe's divisor, at least 1. `valid` may be a device scalar; it stays on the device."""
+        if mode == LP.VALID:
+            return self.xp.maximum(valid, 1.0)
+        n = {LP.FULL: outer * inner, LP.BATCH_SIZE: outer, LP.NONE: 1}[mode]
         return max(1.0, float(n))
 
     def ignore_label(self):
@@ -98,7 +100,7 @@ class SoftmaxWithLossLayer(LossLayer):
         if propagate_down[0]:
             _, label = self._views(bottom)
             d = self.ops.softmax_loss_backward(self._prob, label, self.ignore_label())
-            scale = np.float32(float(top[0].dev_diff.reshape(-1)[0]) / self._norm)
+            scale = (top[0].dev_diff.reshape(-1)[0] / self._norm).astype(d.dtype)
             bottom[0].dev_diff[...] = (d * scale).reshape(bottom[0].shape)
 
 
@@ -118,14 +120,14 @@ class EuclideanLossLayer(LossLayer):
     def forward(self, bottom, top):
         self._diff = bottom[0].dev_data - bottom[1].dev_data.reshape(bottom[0].shape)
         n = bottom[0].num
-        top[0].dev_data[...] = float((self._diff * self._diff).sum(dtype=np.float64)) / n / 2
+        top[0].dev_data[...] = (self._diff * self._diff).sum(dtype=np.float64) / n / 2
 
     def backward(self, top, propagate_down, bottom):
-        w = float(top[0].dev_diff.reshape(-1)[0])
+        w = top[0].dev_diff.reshape(-1)[0]
         for i, (b, down) in enumerate(zip(bottom, propagate_down)):
             if down:
                 sign = 1.0 if i == 0 else -1.0
-                b.dev_diff[...] = (self._diff * np.float32(sign * w / bottom[0].num)).reshape(b.shape)
+                b.dev_diff[...] = (self._diff * (w * (sign / bottom[0].num)).astype(self._diff.dtype)).reshape(b.shape)
 
 
 @register("SigmoidCrossEntropyLoss")
@@ -151,10 +153,10 @@ class SigmoidCrossEntropyLossLayer(LossLayer):
         valid = self._valid(t)
         if valid is not None:
             losses = losses * valid
-        count = int(valid.sum()) if valid is not None else x.size
+        count = valid.sum() if valid is not None else x.size
         outer = bottom[0].shape[0] if bottom[0].num_axes else 1
         self._norm = self.normalizer(self.normalization(LP.BATCH_SIZE), outer, x.size // max(outer, 1), count)
-        top[0].dev_data[...] = float(losses.sum(dtype=np.float64)) / self._norm
+        top[0].dev_data[...] = losses.sum(dtype=np.float64) / self._norm
 
     def backward(self, top, propagate_down, bottom):
         if len(propagate_down) > 1 and propagate_down[1]:
@@ -167,8 +169,8 @@ class SigmoidCrossEntropyLossLayer(LossLayer):
             valid = self._valid(t)
             if valid is not None:
                 d = d * valid
-            w = float(top[0].dev_diff.reshape(-1)[0])
-            bottom[0].dev_diff[...] = d * np.float32(w / self._norm)
+            scale = (top[0].dev_diff.reshape(-1)[0] / self._norm).astype(d.dtype)
+            bottom[0].dev_diff[...] = d * scale
 
 
 @register("Accuracy")

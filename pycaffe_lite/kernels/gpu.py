@@ -1,0 +1,157 @@
+"""The device math on the GPU: our CUDA kernels (kernels/cuda/*.cu) launched
+through CuPy, GEMMs through cuBLAS (cupy.matmul). Every function has the
+signature of its numpy twin in kernels/cpu.py.
+
+CudaOps is written against an array module and a kernel loader, so the CPU
+emulation harness in tests/ runs these very launchers, with numpy arrays and
+the same .cu sources compiled by g++."""
+import os
+
+import numpy as np
+
+HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cuda")
+SOURCES = ["im2col.cu", "pooling.cu", "lrn.cu", "softmax_loss.cu"]
+BLOCK = 256
+MAX_BLOCKS = 65535
+
+
+def read_source(name):
+    with open(os.path.join(HERE, name)) as f:
+        return f.read()
+
+
+def _i(v):
+    return np.int32(v)
+
+
+def _n(v):
+    return np.int64(v)
+
+
+class CudaOps:
+    """kernel(name) returns a callable kernel((grid,), (block,), args)."""
+
+    CONV_CHUNK_BYTES = 1 << 62     # the device keeps the whole batch's columns
+
+    def __init__(self, xp, kernel):
+        self.xp = xp
+        self._kernel = kernel
+
+    def _launch(self, name, count, *args):
+        grid = max(1, min(MAX_BLOCKS, (int(count) + BLOCK - 1) // BLOCK))
+        self._kernel(name)((grid,), (BLOCK,), (_n(count),) + args)
+
+    def _f32(self, a):
+        return self.xp.ascontiguousarray(a, dtype=self.xp.float32)
+
+    # -- convolution ----------------------------------------------------------
+    def im2col(self, x, kernel, pad, stride, dilation, out_hw, out=None):
+        x = self._f32(x)
+        n, c, h, w = x.shape
+        (kh, kw), (ph, pw), (sh, sw), (dh, dw), (oh, ow) = kernel, pad, stride, dilation, out_hw
+        size = c * kh * kw * n * oh * ow
+        cols = out[:size] if out is not None and out.size >= size and out.dtype == x.dtype else \
+            self.xp.empty(size, dtype=x.dtype)
+        self._launch("im2col", c * n * oh * ow, x, _i(n), _i(c), _i(h), _i(w), _i(kh), _i(kw), _i(ph), _i(pw),
+                     _i(sh), _i(sw), _i(dh), _i(dw), _i(oh), _i(ow), cols)
+        return cols.reshape(c * kh * kw, n * oh * ow)
+
+    def col2im(self, cols, x_shape, kernel, pad, stride, dilation, out_hw):
+        n, c, h, w = x_shape
+        (kh, kw), (ph, pw), (sh, sw), (dh, dw), (oh, ow) = kernel, pad, stride, dilation, out_hw
+        x = self.xp.empty(tuple(x_shape), dtype=self.xp.float32)
+        self._launch("col2im", x.size, self._f32(cols), _i(n), _i(c), _i(h), _i(w), _i(kh), _i(kw), _i(ph),
+                     _i(pw), _i(sh), _i(sw), _i(dh), _i(dw), _i(oh), _i(ow), x)
+        return x
+
+    # -- pooling ----------------------------------------------------------------
+    def _pool_args(self, shape, kernel, pad, stride, out_hw):
+        n, c, h, w = shape
+        (kh, kw), (ph, pw), (sh, sw), (oh, ow) = kernel, pad, stride, out_hw
+        return (_i(c), _i(h), _i(w), _i(kh), _i(kw), _i(ph), _i(pw), _i(sh), _i(sw), _i(oh), _i(ow))
+
+    def max_pool_forward(self, x, kernel, pad, stride, out_hw):
+        x = self._f32(x)
+        y = self.xp.empty(x.shape[:2] + tuple(out_hw), dtype=self.xp.float32)
+        self._launch("max_pool_forward", y.size, x, *self._pool_args(x.shape, kernel, pad, stride, out_hw), y)
+        return y
+
+    def max_pool_argmax(self, x, y, kernel, pad, stride, out_hw):
+        index = self.xp.empty(y.shape, dtype=self.xp.int32)
+        self._launch("max_pool_argmax", y.size, self._f32(x), self._f32(y),
+                     *self._pool_args(x.shape, kernel, pad, stride, out_hw), index)
+        return index
+
+    def max_pool_backward(self, dy, x, y, kernel, pad, stride, out_hw):
+        index = self.max_pool_argmax(x, y, kernel, pad, stride, out_hw)
+        dx = self.xp.empty(x.shape, dtype=self.xp.float32)
+        self._launch("max_pool_backward", dx.size, self._f32(dy), index,
+                     *self._pool_args(x.shape, kernel, pad, stride, out_hw), dx)
+        return dx
+
+    def ave_pool_forward(self, x, kernel, pad, stride, out_hw):
+        x = self._f32(x)
+        y = self.xp.empty(x.shape[:2] + tuple(out_hw), dtype=self.xp.float32)
+        self._launch("ave_pool_forward", y.size, x, *self._pool_args(x.shape, kernel, pad, stride, out_hw), y)
+        return y
+
+    def ave_pool_backward(self, dy, x_shape, kernel, pad, stride, out_hw):
+        dx = self.xp.empty(tuple(x_shape), dtype=self.xp.float32)
+        self._launch("ave_pool_backward", dx.size, self._f32(dy),
+                     *self._pool_args(x_shape, kernel, pad, stride, out_hw), dx)
+        return dx
+
+    # -- LRN ----------------------------------------------------------------------
+    def lrn_across_forward(self, x, size, alpha, beta, k):
+        x = self._f32(x)
+        c, hw = x.shape[1], int(np.prod(x.shape[2:]))
+        scale = self.xp.empty(x.shape, dtype=self.xp.float32)
+        self._launch("lrn_scale", x.size, x, _i(c), _i(hw), _i(size), np.float32(alpha / size), np.float32(k),
+                     scale)
+        y = self.xp.empty(x.shape, dtype=self.xp.float32)
+        self._launch("lrn_output", x.size, x, scale, np.float32(-beta), y)
+        return y, scale
+
+    def lrn_across_backward(self, dy, x, y, scale, size, alpha, beta):
+        c, hw = x.shape[1], int(np.prod(x.shape[2:]))
+        dx = self.xp.empty(x.shape, dtype=self.xp.float32)
+        self._launch("lrn_diff", x.size, self._f32(dy), self._f32(x), self._f32(y), self._f32(scale), _i(c),
+                     _i(hw), _i(size), np.float32(-beta), np.float32(2.0 * alpha * beta / size), dx)
+        return dx
+
+    # -- softmax loss -----------------------------------------------------------------
+    def softmax_loss_forward(self, prob, label, ignore_label):
+        outer, classes, inner = prob.shape
+        loss = self.xp.empty((outer, inner), dtype=self.xp.float32)
+        valid = self.xp.empty((outer, inner), dtype=self.xp.float32)
+        self._launch("softmax_loss_forward", loss.size, self._f32(prob), self._f32(label), _i(classes), _i(inner),
+                     _i(ignore_label is not None), _i(ignore_label or 0), loss, valid)
+        # Device scalars: no copy to the host inside forward.
+        return loss.sum(dtype=self.xp.float64), valid.sum(dtype=self.xp.float64)
+
+    def softmax_loss_backward(self, prob, label, ignore_label):
+        outer, classes, inner = prob.shape
+        dx = self.xp.empty(prob.shape, dtype=self.xp.float32)
+        self._launch("softmax_loss_backward", dx.size, self._f32(prob), self._f32(label), _i(classes), _i(inner),
+                     _i(ignore_label is not None), _i(ignore_label or 0), dx)
+        return dx
+
+    # -- solver ----------------------------------------------------------------------
+    @staticmethod
+    def chunked(fn, n):
+        fn(0, n)     # element-wise work on the device needs no blocking
+
+
+def cupy_ops():
+    """The kernel table for the current CUDA device."""
+    import cupy
+    common = read_source("common.cuh")
+    code = common + "\n".join(read_source(s) for s in SOURCES)
+    module = cupy.RawModule(code=code, options=("-std=c++14",))
+    cache = {}
+
+    def kernel(name):
+        if name not in cache:
+            cache[name] = module.get_function(name)
+        return cache[name]
+    return CudaOps(cupy, kernel)
