@@ -28,15 +28,40 @@ def set_mode_cpu():
     _state.update(mode=CPU, ops=_cpu_ops, xp=np)
 
 
+_gpu_ops = {}
+
+
 def set_mode_gpu():
-    # The GPU backend arrives with issue P4; until then say so plainly.
-    raise RuntimeError(
-        "GPU mode is not available in this build of pycaffe_lite: the CUDA backend is not "
-        "installed yet. Use caffe.set_mode_cpu().")
+    """Run on the CUDA device chosen with set_device (0 by default). Needs CuPy."""
+    try:
+        import cupy
+    except ImportError:
+        raise RuntimeError("GPU mode needs CuPy, which is not installed (pip install -e '.[gpu]'); "
+                           "use caffe.set_mode_cpu() to run on the CPU") from None
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as e:      # CUDARuntimeError without a driver or device
+        raise RuntimeError("GPU mode needs a CUDA device, and none is usable here (%s); "
+                           "use caffe.set_mode_cpu() to run on the CPU" % e) from None
+    if count == 0 or _state["device"] >= count:
+        raise RuntimeError("GPU mode needs CUDA device %d, and %d device(s) are present; "
+                           "use caffe.set_mode_cpu() to run on the CPU" % (_state["device"], count))
+    cupy.cuda.Device(_state["device"]).use()
+    if _state["device"] not in _gpu_ops:
+        from .kernels.gpu import cupy_ops
+        _gpu_ops[_state["device"]] = cupy_ops()
+    _state.update(mode=GPU, xp=cupy, ops=_gpu_ops[_state["device"]])
 
 
 def set_device(device_id):
     _state["device"] = int(device_id)
+    if _state["mode"] == GPU:
+        set_mode_gpu()
+
+
+def to_host(a):
+    """A numpy array for a host or device array."""
+    return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else a
 
 
 # Blobs are float32, as in every Caffe build people use. The gradient checks

@@ -18,12 +18,39 @@ def _as_shape(args):
     return shape
 
 
+HOST, DEVICE, SYNCED = 0, 1, 2
+
+
 class _Buffer:
-    """Flat float32 storage that may back several blobs."""
-    __slots__ = ("array",)
+    """Flat storage that may back several blobs, with a host copy and (in GPU
+    mode) a device copy kept in sync the way Caffe's SyncedMemory does: the
+    side last handed out for writing is the head; the other side is brought
+    up to date when it is asked for."""
+    __slots__ = ("host", "device", "head")
 
     def __init__(self, n):
-        self.array = np.zeros(n, dtype=backend.float_type())
+        self.host = np.zeros(n, dtype=backend.float_type())
+        self.device = None
+        self.head = HOST
+
+    @property
+    def size(self):
+        return self.host.size
+
+    def host_array(self):
+        if self.head == DEVICE:
+            self.device.get(out=self.host)
+        self.head = HOST           # the caller may write into it
+        return self.host
+
+    def device_array(self):
+        if self.device is None:
+            xp = backend.xp()
+            self.device = xp.asarray(self.host) if self.head != DEVICE else xp.zeros(self.host.size, self.host.dtype)
+        elif self.head == HOST:
+            self.device.set(self.host)
+        self.head = DEVICE
+        return self.device
 
 
 class Blob:
@@ -31,7 +58,6 @@ class Blob:
         self._shape = None
         self._data_buf = _Buffer(0)
         self._diff_buf = _Buffer(0)
-        self._data = self._diff = None
         self._diff_zero = False
         self.reshape(*(shape or ((),)))
 
@@ -42,18 +68,15 @@ class Blob:
             return
         self._shape = shape
         n = int(np.prod(shape, dtype=np.int64))
-        if n > self._data_buf.array.size:
+        if n > self._data_buf.size:
             self._data_buf = _Buffer(n)
             self._diff_buf = _Buffer(n)
-        self._views()
 
     def reshape_like(self, other):
         self.reshape(other.shape)
 
-    def _views(self):
-        n = self.count
-        self._data = self._data_buf.array[:n].reshape(self._shape)
-        self._diff = self._diff_buf.array[:n].reshape(self._shape)
+    def _view(self, flat):
+        return flat[:self.count].reshape(self._shape)
 
     @property
     def shape(self):
@@ -92,19 +115,34 @@ class Blob:
     # -- memory ----------------------------------------------------------
     @property
     def data(self):
-        """Host array of the values; write into it to set inputs (pycaffe style)."""
-        return self._data
+        """Host (numpy) array of the values; write into it to set inputs (pycaffe style)."""
+        return self._view(self._data_buf.host_array())
 
     @property
     def diff(self):
-        if self._diff_zero:      # zeroed lazily: see zero_diff
-            self._diff[...] = 0
+        d = self._view(self._diff_buf.host_array())
+        if self._diff_zero:      # cleared lazily: see zero_diff
+            d[...] = 0
             self._diff_zero = False
-        return self._diff
+        return d
 
-    # Layers go through these so that a device backend can keep its own copy.
-    dev_data = data
-    dev_diff = diff
+    # Layers use these: the array of the current mode (numpy on the CPU,
+    # cupy on the GPU), synchronised on demand.
+    @property
+    def dev_data(self):
+        if backend.mode() == backend.CPU:
+            return self.data
+        return self._view(self._data_buf.device_array())
+
+    @property
+    def dev_diff(self):
+        if backend.mode() == backend.CPU:
+            return self.diff
+        d = self._view(self._diff_buf.device_array())
+        if self._diff_zero:
+            d[...] = 0
+            self._diff_zero = False
+        return d
 
     def zero_diff(self):
         """Mark the diff as zero. The memory is only cleared when someone reads
@@ -116,7 +154,8 @@ class Blob:
         """diff += a @ b, written straight into diff when it is known to be
         zero (right after zero_diff), which spares a weight-sized temporary."""
         xp = backend.xp()
-        target = self._diff.reshape(a.shape[0], b.shape[1])
+        flat = self._diff_buf.device_array() if backend.mode() == backend.GPU else self._diff_buf.host_array()
+        target = flat[:self.count].reshape(a.shape[0], b.shape[1])
         if self._diff_zero:
             xp.matmul(a, b, out=target)
             self._diff_zero = False
@@ -127,13 +166,11 @@ class Blob:
         if self.count != other.count:
             raise ShapeError("share_data needs equal counts: %s vs %s" % (self._shape, other.shape))
         self._data_buf = other._data_buf
-        self._data = self._data_buf.array[:self.count].reshape(self._shape)
 
     def share_diff(self, other):
         if self.count != other.count:
             raise ShapeError("share_diff needs equal counts: %s vs %s" % (self._shape, other.shape))
         self._diff_buf = other._diff_buf
-        self._diff = self._diff_buf.array[:self.count].reshape(self._shape)
 
     def shape_string(self):
         return " ".join(str(d) for d in self._shape) + " (%d)" % self.count

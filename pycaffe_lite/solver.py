@@ -62,7 +62,8 @@ class Solver:
             t.share_with(self.net)
         self.iter = 0
         self.current_step = 0
-        self.history = [np.zeros(b.shape, dtype=b.data.dtype)
+        xp = backend.xp()
+        self.history = [xp.zeros(b.shape, dtype=b.data.dtype)
                         for _ in range(self.rule.histories) for b in self.net.learnable_params]
         self._losses, self.smoothed_loss = [], 0.0
         self._requested = None        # "snapshot" or "stop", set by signal handlers
@@ -292,7 +293,7 @@ class Solver:
             if scale is not None:
                 gs *= scale
             if local_decay:
-                gs += local_decay * (ws if l2 else np.sign(ws))
+                gs += local_decay * (ws if l2 else backend.xp().sign(ws))
             self.rule.compute(gs, [h[a:b] for h in hists], local_rate, self.iter)
             ws -= gs
         return run
@@ -303,10 +304,11 @@ class Solver:
         clip = f32(self.param.clip_gradients)
         if clip < 0:
             return
+        xp = backend.xp()
         sumsq = f32(0)
         for b in params:
             d = b.dev_diff.ravel()
-            sumsq += f32(np.dot(d, d))
+            sumsq += f32(xp.dot(d, d))
         norm = f32(np.sqrt(sumsq))
         if norm > clip:
             factor = clip / norm
@@ -334,7 +336,7 @@ class Solver:
         state = pb.SolverState(iter=self.iter, learned_net=model, current_step=self.current_step)
         for h in self.history:
             blob = Blob(h.shape)
-            blob.data[...] = h
+            blob.data[...] = backend.to_host(h)
             blob.to_proto(state.history.add())
         self._save_streams(state)
         path = self._filename(".solverstate")

@@ -32,7 +32,7 @@ def test_classification_script(caffenet_weights, tmp_path):
         net.blobs['data'].data[...] = np.random.RandomState(0).rand(1, 3, 227, 227) * 255 - 120
         out = net.forward()
         prob = net.blobs['prob'].data
-        assert out['prob'] is prob
+        assert np.shares_memory(out['prob'], prob)
         print(net.params['conv1'][0].data.shape, prob.shape, round(float(prob[0].sum()), 4))
         print(prob[0].argmax() == out['prob'][0].argmax())
         print([(k, v.data.shape) for k, v in net.blobs.items()][:2])
@@ -140,3 +140,19 @@ def test_set_random_seed_repeats_fillers(tiny):
 def test_gpu_mode_says_it_is_unavailable():
     with pytest.raises(RuntimeError, match="set_mode_cpu"):
         caffe.set_mode_gpu()
+
+
+def test_cpu_use_never_imports_cupy(tmp_path, tiny):
+    script = tmp_path / "cpu_only.py"
+    script.write_text(textwrap.dedent('''
+        import sys
+        import numpy as np
+        import pycaffe_lite as caffe
+        net = caffe.Net(sys.argv[1], caffe.TEST)
+        net.forward(data=np.ones((4, 3)), label=np.zeros(4))
+        net.backward()
+        print("cupy" in sys.modules)
+    '''))
+    res = subprocess.run([sys.executable, str(script), tiny], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "False"

@@ -38,6 +38,9 @@ class _PrefetchingLayer(Layer):
 
     def _start(self):
         if self._prefetch is None:
+            on_cuda = backend.mode() == backend.GPU and getattr(backend.xp(), "__name__", "") == "cupy"
+            self._device = backend._state["device"] if on_cuda else None
+            self._stream = None
             self._consumed = self._position()
             self._prefetch = Prefetcher(self._next_batch, depth=3, name="%s prefetch" % self.name)
 
@@ -46,7 +49,26 @@ class _PrefetchingLayer(Layer):
 
     def _next_batch(self):
         data, labels = self.load_batch()
+        if self._device is not None:
+            data = self._to_device(data)
         return data, labels, self._position()
+
+    def _to_device(self, data):
+        """From the prefetch thread: stage the batch in pinned host memory and
+        copy it up on a stream of its own, so the copy overlaps the net's work;
+        forward makes its stream wait for the copy (no host synchronisation)."""
+        import cupy
+        import cupyx
+        with cupy.cuda.Device(self._device):
+            if self._stream is None:
+                self._stream = cupy.cuda.Stream(non_blocking=True)
+            pinned = cupyx.empty_pinned(data.shape, dtype=np.float32)
+            pinned[...] = data
+            with self._stream:
+                dev = cupy.empty(data.shape, dtype=np.float32)
+                dev.set(pinned, stream=self._stream)
+                event = self._stream.record()
+        return (dev, event, pinned)
 
     # -- where the layer stands, for exact resume -------------------------
     def get_state(self):
@@ -67,6 +89,9 @@ class _PrefetchingLayer(Layer):
     def forward(self, bottom, top):
         self._start()
         data, labels, self._consumed = self._prefetch.next()
+        if isinstance(data, tuple):              # already on the device (GPU mode)
+            data, event, _ = data
+            self.xp.cuda.get_current_stream().wait_event(event)
         top[0].reshape(data.shape)
         top[0].dev_data[...] = data
         if len(top) > 1:

@@ -238,8 +238,10 @@ class DropoutLayer(NeuronLayer):
     def forward(self, bottom, top):
         x = bottom[0].dev_data
         if self.phase == pb.TRAIN:
+            # Drawn from the global stream on the host so that CPU and GPU runs
+            # with the same seed drop the same units (and resume reproduces them).
             keep = backend.rng().random(x.shape, dtype=np.float32) >= self._ratio
-            self._mask = self.xp.asarray(keep.astype(np.float32) * self._scale)
+            self._mask = self.xp.asarray(keep.astype(x.dtype) * self._scale)
             self.xp.multiply(x, self._mask, out=top[0].dev_data)
         elif bottom[0] is not top[0]:
             top[0].dev_data[...] = x

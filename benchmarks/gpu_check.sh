@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Every GPU check in one command, for a lent GPU machine (H100/H200 with cupy,
+# torch, protobuf, pytest and OpenCV but no lmdb and no network):
+#   1. the gpu test marker: golden layer and solver cases in GPU mode, CPU vs
+#      GPU agreement, the Data layer feeding the device;
+#   2. CaffeNet batch 256 against PyTorch on the same GPU, strict fp32, then
+#      with TF32 allowed on both, with peak memory.
+# Carry an lmdb wheel for the machine's Python in .whl/ (see the device notes);
+# the summary goes to $OUT/gpu_summary.txt when OUT is set. Under 8 minutes.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT_DIR=${OUT:-/tmp/gpu_check}
+mkdir -p "$OUT_DIR"
+SUMMARY="$OUT_DIR/gpu_summary.txt"
+export PYTHONUNBUFFERED=1
+if ! python3 -c "import lmdb" 2>/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/lmdb-*.whl && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+{
+  echo "== device"
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1
+  python3 -c "import cupy, torch; print('cupy', cupy.__version__, '| torch', torch.__version__)" 2>&1
+  echo "== gpu tests"
+  timeout 240 python3 -m pytest -q -m gpu tests/test_gpu.py 2>&1 | tail -15
+  echo "== CaffeNet, strict fp32"
+  timeout 100 python3 benchmarks/bench_caffenet_gpu.py --batch 256 --iters 10 --json "$OUT_DIR/fp32.json" 2>&1
+  echo "== CaffeNet, TF32 allowed"
+  timeout 100 python3 benchmarks/bench_caffenet_gpu.py --batch 256 --iters 10 --tf32 --json "$OUT_DIR/tf32.json" 2>&1
+} 2>&1 | tee "$SUMMARY"
