@@ -452,6 +452,21 @@ class Net:
             if self._layer_need_backward[li]:
                 self.layers[li].backward(self._top(li), self._bottom_need_backward[li], self._bottom(li))
 
+    def _set_arrays(self, arrays, expected, field, what):
+        """Write pycaffe-style keyword arrays into the named blobs' data or diff."""
+        if not arrays:
+            return
+        if set(arrays) != set(expected):
+            kind = "inputs" if field == "data" else "outputs"
+            raise ConfigError("%s arguments %s do not match the net %s %s" % (what, sorted(arrays), kind, expected))
+        for name, value in arrays.items():
+            value = np.asarray(value)
+            blob = self.blobs[name]
+            if value.shape[:1] != blob.shape[:1]:
+                raise ShapeError("%s '%s' has batch size %s, the blob has %s; reshape the blob first"
+                                 % (what, name, value.shape[:1], blob.shape[:1]))
+            getattr(blob, field)[...] = value
+
     def forward(self, blobs=None, start=None, end=None, **kwargs):
         """Run forward; return {output blob name: its data} (pycaffe's Net.forward)."""
         blobs = list(blobs or [])
@@ -462,17 +477,7 @@ class Net:
         else:
             end_i = self._layer_index(end, "forward(end=...)")
             outputs = set(self.top_names[end] + blobs)
-        if kwargs:
-            if set(kwargs) != set(self.inputs):
-                raise ConfigError("forward(): input arguments %s do not match the net inputs %s"
-                                  % (sorted(kwargs), self.inputs))
-            for name, value in kwargs.items():
-                value = np.asarray(value)
-                blob = self.blobs[name]
-                if value.shape[:1] != blob.shape[:1]:
-                    raise ShapeError("forward(): input '%s' has batch size %s, the net expects %s; "
-                                     "reshape the input blob first" % (name, value.shape[:1], blob.shape[:1]))
-                blob.data[...] = value
+        self._set_arrays(kwargs, self.inputs, "data", "forward(): input")
         self._last_loss = self.forward_from_to(start_i, end_i)
         return {name: self.blobs[name].data for name in outputs}
 
@@ -486,17 +491,7 @@ class Net:
         else:
             end_i = self._layer_index(end, "backward(end=...)")
             outputs = set(self.bottom_names[end] + diffs)
-        if kwargs:
-            if set(kwargs) != set(self.outputs):
-                raise ConfigError("backward(): top diff arguments %s do not match the net outputs %s"
-                                  % (sorted(kwargs), self.outputs))
-            for name, value in kwargs.items():
-                value = np.asarray(value)
-                blob = self.blobs[name]
-                if value.shape[:1] != blob.shape[:1]:
-                    raise ShapeError("backward(): diff for '%s' has batch size %s, the blob has %s"
-                                     % (name, value.shape[:1], blob.shape[:1]))
-                blob.diff[...] = value
+        self._set_arrays(kwargs, self.outputs, "diff", "backward(): top diff")
         self.backward_from_to(start_i, end_i)
         return {name: self.blobs[name].diff for name in outputs}
 

@@ -100,6 +100,17 @@ class _AffineLayer(Layer):
         self._bshape = _broadcast_geometry(self, x.dev_data, self.axis, shape)
         top[0].reshape_like(x)
 
+    def _setup_operand(self, bottom, p, default_filler):
+        """The operand is the second bottom, or a learned blob shaped like the
+        bottom's axes [axis, axis + num_axes)."""
+        if len(bottom) > 1:
+            self.axis = bottom[0].canonical_axis(p.axis)
+            self.blobs = []
+        else:
+            self.axis, shape = _param_shape(self, bottom, p.axis, p.num_axes)
+            self.blobs = [Blob(shape)]
+            fill(self.blobs[0], p.filler if p.HasField("filler") else default_filler)
+
     def _reduce(self, a):
         """Sum `a` (shaped like the bottom) down to the parameter's shape."""
         axes = tuple(i for i, d in enumerate(self._bshape) if d == 1)
@@ -110,13 +121,7 @@ class _AffineLayer(Layer):
 class ScaleLayer(_AffineLayer):
     def layer_setup(self, bottom, top):
         p = self.param.scale_param
-        if len(bottom) > 1:
-            self.axis = bottom[0].canonical_axis(p.axis)
-            self.blobs = []
-        else:
-            self.axis, shape = _param_shape(self, bottom, p.axis, p.num_axes)
-            self.blobs = [Blob(shape)]
-            fill(self.blobs[0], p.filler if p.HasField("filler") else pb.FillerParameter(type="constant", value=1))
+        self._setup_operand(bottom, p, pb.FillerParameter(type="constant", value=1))
         self.bias_index = None
         if p.bias_term:
             shape = bottom[1].shape if len(bottom) > 1 else self.blobs[0].shape
@@ -153,14 +158,7 @@ class ScaleLayer(_AffineLayer):
 @register("Bias")
 class BiasLayer(_AffineLayer):
     def layer_setup(self, bottom, top):
-        p = self.param.bias_param
-        if len(bottom) > 1:
-            self.axis = bottom[0].canonical_axis(p.axis)
-            self.blobs = []
-        else:
-            self.axis, shape = _param_shape(self, bottom, p.axis, p.num_axes)
-            self.blobs = [Blob(shape)]
-            fill(self.blobs[0], p.filler)
+        self._setup_operand(bottom, self.param.bias_param, pb.FillerParameter(type="constant", value=0))
 
     def forward(self, bottom, top):
         b = (bottom[1] if len(bottom) > 1 else self.blobs[0]).dev_data.reshape(self._bshape)
