@@ -18,7 +18,9 @@ setup(
     ],
     extras_require={
         "gpu": ["cupy-cuda13x"],
-        "test": ["pytest", "grpcio-tools==1.85.1", "matplotlib", "scikit-learn"],
+        "test": ["pytest", "grpcio-tools==1.85.1", "matplotlib", "scikit-learn", "h5py"],
+        "hdf5": ["h5py"],
+        "draw": ["pydot"],
         "bench": ["torch==2.13.0", "threadpoolctl"],
     },
 )

@@ -8,7 +8,8 @@ from .errors import CaffeError, ConfigError, FormatError, ShapeError
 from .layer import Layer, layer_type_list
 from .net import TEST, TRAIN, Net
 from .proto import caffe_pb2
-from . import io
+from . import draw, io
+from .net_spec import NetSpec, layers, params, to_proto
 from .classifier import Classifier
 from .solver import (AdaDeltaSolver, AdaGradSolver, AdamSolver, NesterovSolver, RMSPropSolver, SGDSolver,
                      Solver, get_solver)
@@ -17,6 +18,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AdaDeltaSolver", "AdaGradSolver", "AdamSolver", "NesterovSolver", "RMSPropSolver", "SGDSolver", "Solver",
-    "get_solver", "Blob", "CaffeError", "Classifier", "io", "ConfigError", "FormatError", "Layer", "Net", "ShapeError", "TEST", "TRAIN",
+    "get_solver", "NetSpec", "layers", "params", "to_proto", "Blob", "CaffeError", "Classifier", "io", "ConfigError", "FormatError", "Layer", "Net", "ShapeError", "TEST", "TRAIN",
     "caffe_pb2", "layer_type_list", "set_device", "set_mode_cpu", "set_mode_gpu", "set_random_seed",
 ]

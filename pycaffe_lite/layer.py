@@ -32,7 +32,17 @@ def create_layer(param, source="net"):
     return cls(param)
 
 
+class BlobVec(list):
+    """A layer's parameter blobs; pycaffe's Python layers add theirs with add_blob."""
+
+    def add_blob(self, *shape):
+        from .blob import Blob
+        self.append(Blob(*shape))
+
+
 class Layer:
+    """Base of every layer, and pycaffe's caffe.Layer for Python layers, which
+    define setup, reshape, forward and backward."""
     type = None
     # Bottom/top count rules (None: not checked).
     exact_bottoms = min_bottoms = max_bottoms = None
@@ -43,7 +53,7 @@ class Layer:
     def __init__(self, param):
         self.param = param
         self.phase = param.phase
-        self.blobs = []
+        self.blobs = BlobVec()
         self.loss_weights = []
         self.param_propagate_down = []
         # Set by the Net once it knows; a layer used on its own assumes it will.

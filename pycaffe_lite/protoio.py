@@ -1,9 +1,13 @@
 """Reading and writing Caffe's protobuf files, text and binary, with errors that
 name the file (and the line and column for text)."""
+import io
+import math
 import os
 import re
 import tempfile
 
+import numpy as np
+from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import text_format
 
@@ -77,8 +81,37 @@ def write_binary(path, msg):
     _atomic_write(path, msg.SerializeToString())
 
 
+def _short_float(value, digits, fallback, to_type):
+    """C++ protobuf's way: the shortest of %.{digits}g and %.{fallback}g that reads back the same."""
+    if math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    text = "%.*g" % (digits, value)
+    return text if to_type(float(text)) == to_type(value) else "%.*g" % (fallback, value)
+
+
+class _CaffeTextPrinter(text_format._Printer):
+    """Prints numbers as Caffe's C++ tools do (1 rather than 1.0), so that text
+    we write matches what upgrade_net_proto_text and friends write."""
+
+    def PrintFieldValue(self, field, value):
+        if field.cpp_type == _descriptor.FieldDescriptor.CPPTYPE_FLOAT:
+            self.out.write(_short_float(value, 6, 9, np.float32))
+        elif field.cpp_type == _descriptor.FieldDescriptor.CPPTYPE_DOUBLE:
+            self.out.write(_short_float(value, 15, 17, float))
+        else:
+            super().PrintFieldValue(field, value)
+
+
+def to_text(msg):
+    out = io.StringIO()
+    _CaffeTextPrinter(out).PrintMessage(msg)
+    return out.getvalue()
+
+
 def write_text(path, msg):
-    _atomic_write(path, text_format.MessageToString(msg).encode("utf-8"))
+    _atomic_write(path, to_text(msg).encode("utf-8"))
 
 
 def read_net_text(path):

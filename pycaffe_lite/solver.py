@@ -324,9 +324,54 @@ class Solver:
             prefix = os.path.splitext(self._source)[0] if self._source != "SolverParameter" else "snapshot"
         return "%s_iter_%d%s" % (prefix, self.iter, ext)
 
+    def _snapshot_hdf5(self):
+        """Caffe's HDF5 layout: model datasets data/<layer>/<i>; state attributes
+        iter, current_step, learned_net and datasets history/<i>."""
+        try:
+            import h5py
+        except ImportError:
+            raise ConfigError("snapshot_format: HDF5 needs h5py (pip install h5py), or use BINARYPROTO") from None
+        model = self._filename(".caffemodel.h5")
+        log.info("Snapshotting to HDF5 file %s", model)
+        tmp = model + ".tmp"
+        with h5py.File(tmp, "w") as f:
+            for name, layer in zip(self.net._layer_names, self.net.layers):
+                for i, blob in enumerate(layer.blobs):
+                    f.create_dataset("data/%s/%d" % (name, i), data=blob.data)
+        os.replace(tmp, model)
+        path = self._filename(".solverstate.h5")
+        log.info("Snapshotting solver state to HDF5 file %s", path)
+        with h5py.File(path + ".tmp", "w") as f:
+            f.attrs["iter"] = self.iter
+            f.attrs["current_step"] = self.current_step
+            f.attrs["learned_net"] = model
+            for i, h in enumerate(self.history):
+                f.create_dataset("history/%d" % i, data=backend.to_host(h))
+        os.replace(path + ".tmp", path)
+        return path
+
+    def _restore_hdf5(self, path):
+        import h5py
+        with h5py.File(path, "r") as f:
+            self.iter = int(f.attrs["iter"])
+            self.current_step = int(f.attrs["current_step"])
+            model = f.attrs["learned_net"]
+            model = model.decode() if isinstance(model, bytes) else str(model)
+            if len(f["history"]) != len(self.history):
+                raise FormatError("%s holds %d history blobs; this net and solver need %d"
+                                  % (path, len(f["history"]), len(self.history)))
+            for i, h in enumerate(self.history):
+                h[...] = backend.xp().asarray(f["history/%d" % i][...])
+        with h5py.File(model, "r") as f:
+            for name, layer in zip(self.net._layer_names, self.net.layers):
+                for i, blob in enumerate(layer.blobs):
+                    key = "data/%s/%d" % (name, i)
+                    if key in f:
+                        blob.data[...] = f[key][...]
+
     def snapshot(self):
         if self.param.snapshot_format == pb.SolverParameter.HDF5:
-            raise ConfigError("snapshot_format HDF5 is not supported; use BINARYPROTO")
+            return self._snapshot_hdf5()
         model = self._filename(".caffemodel")
         folder = os.path.dirname(model)
         if folder and not os.path.isdir(folder):
@@ -361,6 +406,8 @@ class Solver:
 
     def restore(self, path):
         path = str(path)
+        if path.endswith(".h5"):
+            return self._restore_hdf5(path)
         if path.endswith(".caffemodel"):
             raise ConfigError("%s is a model; --snapshot wants the .solverstate written beside it (use --weights "
                               "to start from a .caffemodel)" % path)

@@ -1,0 +1,49 @@
+"""type: "Python" layers: python_param { module layer param_str } names a
+caffe.Layer subclass; its setup/reshape/forward/backward run with the bottoms
+and tops as Blobs (numpy .data/.diff), as in pycaffe."""
+import importlib
+import traceback
+
+from ..errors import CaffeError, ConfigError
+from ..layer import Layer, register
+
+
+@register("Python")
+class PythonLayer(Layer):
+    def layer_setup(self, bottom, top):
+        p = self.param.python_param
+        if not p.module or not p.layer:
+            raise self.error("python_param needs module and layer")
+        try:
+            module = importlib.import_module(p.module)
+        except ImportError as e:
+            raise self.error("cannot import Python module '%s' (is its folder on PYTHONPATH?): %s"
+                             % (p.module, e)) from None
+        cls = getattr(module, p.layer, None)
+        if cls is None:
+            raise self.error("module '%s' has no class '%s'" % (p.module, p.layer))
+        self.impl = cls(self.param)
+        self.impl.param_str = p.param_str
+        self.impl.phase = self.phase
+        self._call("setup", bottom, top)
+        self.blobs = self.impl.blobs
+
+    def _call(self, method, *args):
+        try:
+            return getattr(self.impl, method)(*args)
+        except CaffeError:
+            raise
+        except Exception as e:
+            where = traceback.extract_tb(e.__traceback__)[-1]
+            raise self.error("%s.%s.%s raised %s: %s (%s:%d)"
+                             % (self.param.python_param.module, self.param.python_param.layer, method,
+                                type(e).__name__, e, where.filename, where.lineno)) from None
+
+    def reshape(self, bottom, top):
+        self._call("reshape", bottom, top)
+
+    def forward(self, bottom, top):
+        self._call("forward", bottom, top)
+
+    def backward(self, top, propagate_down, bottom):
+        self._call("backward", top, propagate_down, bottom)
