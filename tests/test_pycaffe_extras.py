@@ -496,3 +496,71 @@ def test_hdf5_snapshots_resume(tmp_path):
     b = caffe.get_solver(str(solver))
     b.solve(str(tmp_path / "h_iter_5.solverstate.h5"))
     np.testing.assert_array_equal(a.net.params["ip"][0].data, b.net.params["ip"][0].data)
+
+
+def test_netspec_caffenet_like_pycaffes_example():
+    # The CaffeNet of pycaffe's examples/pycaffe/caffenet.py: helpers return
+    # tops, to_proto(loss, acc) names everything automatically.
+    def conv_relu(bottom, ks, nout, stride=1, pad=0, group=1):
+        conv = L.Convolution(bottom, kernel_size=ks, stride=stride, num_output=nout, pad=pad, group=group)
+        return conv, L.ReLU(conv, in_place=True)
+
+    def fc_relu(bottom, nout):
+        fc = L.InnerProduct(bottom, num_output=nout)
+        return fc, L.ReLU(fc, in_place=True)
+
+    def max_pool(bottom, ks, stride=1):
+        return L.Pooling(bottom, pool=P.Pooling.MAX, kernel_size=ks, stride=stride)
+
+    data, label = L.Data(source="train_lmdb", backend=P.Data.LMDB, batch_size=256, ntop=2,
+                         transform_param=dict(crop_size=227, mean_value=[104, 117, 123], mirror=True))
+    conv1, relu1 = conv_relu(data, 11, 96, stride=4)
+    pool1 = max_pool(relu1, 3, stride=2)
+    norm1 = L.LRN(pool1, local_size=5, alpha=1e-4, beta=0.75)
+    conv2, relu2 = conv_relu(norm1, 5, 256, pad=2, group=2)
+    pool2 = max_pool(relu2, 3, stride=2)
+    norm2 = L.LRN(pool2, local_size=5, alpha=1e-4, beta=0.75)
+    conv3, relu3 = conv_relu(norm2, 3, 384, pad=1)
+    conv4, relu4 = conv_relu(relu3, 3, 384, pad=1, group=2)
+    conv5, relu5 = conv_relu(relu4, 3, 256, pad=1, group=2)
+    pool5 = max_pool(relu5, 3, stride=2)
+    fc6, relu6 = fc_relu(pool5, 4096)
+    drop6 = L.Dropout(relu6, in_place=True)
+    fc7, relu7 = fc_relu(drop6, 4096)
+    drop7 = L.Dropout(relu7, in_place=True)
+    fc8 = L.InnerProduct(drop7, num_output=1000)
+    loss = L.SoftmaxWithLoss(fc8, label)
+    acc = L.Accuracy(fc8, label)
+    net = caffe.to_proto(loss, acc)
+    got = [(l.name, l.type, list(l.bottom), list(l.top)) for l in net.layer]
+    expected = [
+        ("Data1", "Data", [], ["Data1", "Data2"]),
+        ("Convolution1", "Convolution", ["Data1"], ["Convolution1"]),
+        ("ReLU1", "ReLU", ["Convolution1"], ["Convolution1"]),
+        ("Pooling1", "Pooling", ["Convolution1"], ["Pooling1"]),
+        ("LRN1", "LRN", ["Pooling1"], ["LRN1"]),
+        ("Convolution2", "Convolution", ["LRN1"], ["Convolution2"]),
+        ("ReLU2", "ReLU", ["Convolution2"], ["Convolution2"]),
+        ("Pooling2", "Pooling", ["Convolution2"], ["Pooling2"]),
+        ("LRN2", "LRN", ["Pooling2"], ["LRN2"]),
+        ("Convolution3", "Convolution", ["LRN2"], ["Convolution3"]),
+        ("ReLU3", "ReLU", ["Convolution3"], ["Convolution3"]),
+        ("Convolution4", "Convolution", ["Convolution3"], ["Convolution4"]),
+        ("ReLU4", "ReLU", ["Convolution4"], ["Convolution4"]),
+        ("Convolution5", "Convolution", ["Convolution4"], ["Convolution5"]),
+        ("ReLU5", "ReLU", ["Convolution5"], ["Convolution5"]),
+        ("Pooling3", "Pooling", ["Convolution5"], ["Pooling3"]),
+        ("InnerProduct1", "InnerProduct", ["Pooling3"], ["InnerProduct1"]),
+        ("ReLU6", "ReLU", ["InnerProduct1"], ["InnerProduct1"]),
+        ("Dropout1", "Dropout", ["InnerProduct1"], ["InnerProduct1"]),
+        ("InnerProduct2", "InnerProduct", ["InnerProduct1"], ["InnerProduct2"]),
+        ("ReLU7", "ReLU", ["InnerProduct2"], ["InnerProduct2"]),
+        ("Dropout2", "Dropout", ["InnerProduct2"], ["InnerProduct2"]),
+        ("InnerProduct3", "InnerProduct", ["InnerProduct2"], ["InnerProduct3"]),
+        ("SoftmaxWithLoss1", "SoftmaxWithLoss", ["InnerProduct3", "Data2"], ["SoftmaxWithLoss1"]),
+        ("Accuracy1", "Accuracy", ["InnerProduct3", "Data2"], ["Accuracy1"]),
+    ]
+    assert got == expected
+    layer = {l.name: l for l in net.layer}
+    assert str(layer["Data1"].transform_param) == "mirror: true\ncrop_size: 227\nmean_value: 104\nmean_value: 117\nmean_value: 123\n"
+    assert str(layer["Convolution2"].convolution_param) == "num_output: 256\npad: 2\nkernel_size: 5\ngroup: 2\nstride: 1\n"
