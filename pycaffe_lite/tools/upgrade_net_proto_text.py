@@ -2,26 +2,14 @@
 fields) to the current one, as Caffe's upgrade_net_proto_text:
 
     python -m pycaffe_lite.tools.upgrade_net_proto_text OLD.prototxt NEW.prototxt"""
-import argparse
-
-from google.protobuf import text_format
-
-from .. import log, protoio
+from .. import protoio
 from ..upgrade import upgrade_net
-from ._cli import run
+from ._upgrade import upgrade_tool
 
 
 def main(argv=None):
-    def go(a):
-        p = argparse.ArgumentParser(prog="upgrade_net_proto_text", description=__doc__.split("\n\n")[0])
-        p.add_argument("input")
-        p.add_argument("output")
-        args = p.parse_args(a)
-        net = protoio.read_net_text(args.input)
-        upgrade_net(net, args.input)
-        protoio.write_text(args.output, net)
-        log.info("Wrote upgraded NetParameter text proto to %s", args.output)
-    return run(go, argv)
+    return upgrade_tool(argv, __doc__, protoio.read_net_text, upgrade_net, protoio.write_text,
+                        "NetParameter text proto")
 
 
 if __name__ == "__main__":

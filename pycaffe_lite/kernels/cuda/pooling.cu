@@ -2,6 +2,17 @@
 // p * stride - pad; MAX looks only at real pixels, AVE divides by the window
 // clipped to the padded extent [-pad, size + pad).
 
+// The real pixels [hstart, hend) x [wstart, wend) of output (yo, xo)'s window.
+__device__ __forceinline__ void max_window(int yo, int xo, int H, int W, int kh, int kw, int ph, int pw, int sh,
+                                           int sw, int* hstart, int* hend, int* wstart, int* wend) {
+  *hstart = yo * sh - ph;
+  *wstart = xo * sw - pw;
+  *hend = min(*hstart + kh, H);
+  *wend = min(*wstart + kw, W);
+  *hstart = max(*hstart, 0);
+  *wstart = max(*wstart, 0);
+}
+
 extern "C" __global__ void max_pool_forward(const long long count, const float* x, const int C, const int H,
                                             const int W, const int kh, const int kw, const int ph,
                                             const int pw, const int sh, const int sw, const int oh,
@@ -10,10 +21,8 @@ extern "C" __global__ void max_pool_forward(const long long count, const float* 
     const int xo = index % ow;
     const int yo = (index / ow) % oh;
     const long long plane = index / ((long long)ow * oh);
-    int hstart = yo * sh - ph, wstart = xo * sw - pw;
-    const int hend = min(hstart + kh, H), wend = min(wstart + kw, W);
-    hstart = max(hstart, 0);
-    wstart = max(wstart, 0);
+    int hstart, hend, wstart, wend;
+    max_window(yo, xo, H, W, kh, kw, ph, pw, sh, sw, &hstart, &hend, &wstart, &wend);
     const float* img = x + plane * H * W;
     float best = -PCL_FLT_MAX;
     for (int h = hstart; h < hend; ++h)
@@ -33,10 +42,8 @@ extern "C" __global__ void max_pool_argmax(const long long count, const float* x
     const int xo = index % ow;
     const int yo = (index / ow) % oh;
     const long long plane = index / ((long long)ow * oh);
-    int hstart = yo * sh - ph, wstart = xo * sw - pw;
-    const int hend = min(hstart + kh, H), wend = min(wstart + kw, W);
-    hstart = max(hstart, 0);
-    wstart = max(wstart, 0);
+    int hstart, hend, wstart, wend;
+    max_window(yo, xo, H, W, kh, kw, ph, pw, sh, sw, &hstart, &hend, &wstart, &wend);
     const float* img = x + plane * H * W;
     int found = -1;
     for (int h = hstart; h < hend && found < 0; ++h)

@@ -1,0 +1,18 @@
+"""What the three upgrade tools share: read, upgrade, write, report."""
+import argparse
+
+from .. import log
+from ._cli import run
+
+
+def upgrade_tool(argv, doc, read, upgrade, write, what):
+    def go(a):
+        p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+        p.add_argument("input")
+        p.add_argument("output")
+        args = p.parse_args(a)
+        message = read(args.input)
+        upgrade(message, args.input)
+        write(args.output, message)
+        log.info("Wrote upgraded %s to %s", what, args.output)
+    return run(go, argv)
