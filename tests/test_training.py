@@ -255,3 +255,10 @@ def test_sigkill_never_leaves_a_truncated_snapshot(tmp_path):
         for f in os.listdir(tmp_path):
             if f.startswith("snap_iter_"):
                 os.unlink(tmp_path / f)
+
+
+def test_gpu_flag_without_a_gpu_is_one_clear_error(setup, capsys):
+    tmp, solver = setup
+    assert caffe_tool.main(["train", "--solver=" + solver(), "--gpu=0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: GPU mode needs") and "Traceback" not in err

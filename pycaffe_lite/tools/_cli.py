@@ -33,7 +33,7 @@ def run(main, argv=None):
     argv = [a for a in argv if a != "--debug"]
     try:
         return main(argv) or 0
-    except (CaffeError, OSError) as e:
+    except (CaffeError, OSError, RuntimeError) as e:   # RuntimeError: no GPU for --gpu
         if debug:
             raise
         print("error: %s" % e, file=sys.stderr)
