@@ -120,7 +120,9 @@ class Writer:
         if self.backend == LMDB:
             import lmdb
             os.makedirs(path, exist_ok=False)
-            self._env = lmdb.open(path, map_size=map_size, subdir=True, meminit=False, map_async=False)
+            # No fsync per transaction: the database is written under a
+            # temporary name and synced once in close(), before it is renamed.
+            self._env = lmdb.open(path, map_size=map_size, subdir=True, meminit=False, map_async=False, sync=False)
             self._txn = self._env.begin(write=True)
         else:
             self._db = _plyvel().DB(path, create_if_missing=True, error_if_exists=True)

@@ -7,11 +7,11 @@ LISTFILE lines are 'relative/path label'. Keys are '%08d_<path>' with the
 0-based line number, so Caffe reads our databases and we read Caffe's. The
 database is built under a temporary name and renamed when complete."""
 import argparse
-import multiprocessing
+import collections
 import os
 import random
 import shutil
-import signal
+from concurrent.futures import ThreadPoolExecutor
 
 from tqdm import tqdm
 
@@ -35,32 +35,49 @@ def _parser():
     add_bool(p, "--encoded", "store the encoded image (see --encode_type) instead of raw pixels")
     p.add_argument("--encode_type", default="", help="png, jpg, ...; default: the file's own type")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                   help="processes that decode and resize in parallel (default: one per core)")
+                   help="threads that decode and resize in parallel (default: one per core)")
     p.add_argument("root_folder")
     p.add_argument("list_file")
     p.add_argument("db_name")
     return p
 
 
-_JOB = {}
-
-
-def _init_worker(job):
-    signal.signal(signal.SIGINT, signal.SIG_IGN)   # the parent handles Ctrl-C
-    _JOB.update(job)
-
-
-def _convert(item):
+def _convert(job, item):
+    """(line index, serialized Datum or None, pixel bytes) for one list line.
+    OpenCV releases the GIL while it decodes and resizes, so threads scale
+    without sending each 196 KB record between processes."""
     index, (name, label) = item
-    j = _JOB
-    enc = j["encode_type"]
-    if j["encoded"] and not enc:
+    enc = job["encode_type"]
+    if job["encoded"] and not enc:
         enc = os.path.splitext(name)[1][1:].lower()
-    datum = image_file_to_datum(os.path.join(j["root"], name), label, j["height"], j["width"],
-                                not j["gray"], enc if j["encoded"] else "")
+    datum = image_file_to_datum(os.path.join(job["root"], name), label, job["height"], job["width"],
+                                not job["gray"], enc if job["encoded"] else "")
     if datum is None:
         return index, None, None
     return index, datum.SerializeToString(), len(datum.data)
+
+
+def _ordered(fn, items, workers):
+    """fn over items on `workers` threads, results in order, a bounded number in flight."""
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    import cv2
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)                  # our threads already fill the cores
+    pending = collections.deque()
+    pool = ThreadPoolExecutor(workers)
+    try:
+        it = iter(items)
+        for item in it:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= 4 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        cv2.setNumThreads(threads)
 
 
 def convert(args):
@@ -78,15 +95,9 @@ def convert(args):
            "gray": args.gray, "encoded": args.encoded, "encode_type": args.encode_type.lower()}
     writer = dbmod.Writer(tmp, backend)
     skipped, count, size = [], 0, None
-    pool = None
     try:
         items = list(enumerate(lines))
-        if args.workers > 1 and len(items) > 1:
-            pool = multiprocessing.get_context("fork").Pool(args.workers, _init_worker, (job,))
-            results = pool.imap(_convert, items, chunksize=16)
-        else:
-            _JOB.update(job)
-            results = map(_convert, items)
+        results = _ordered(lambda item: _convert(job, item), items, args.workers)
         for index, value, nbytes in tqdm(results, total=len(items), unit="img", disable=None,
                                          desc="convert_imageset"):
             name = lines[index][0]
@@ -109,9 +120,7 @@ def convert(args):
         writer = None
         os.rename(tmp, args.db_name)
     finally:
-        if pool is not None:
-            pool.terminate()
-            pool.join()
+        results.close()
         if writer is not None or os.path.exists(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
     log.info("Processed %d files.", count)
