@@ -266,7 +266,7 @@ class Net:
             try:
                 layer.setup(bottom_blobs, top_blobs)
             except CaffeError as e:
-                if lp.name in str(e):
+                if "layer '%s'" % lp.name in str(e):
                     raise
                 raise type(e)("%s: layer '%s' (%s): %s" % (src, lp.name, lp.type, e)) from None
 
@@ -442,7 +442,7 @@ class Net:
             try:
                 loss += layer.run_forward(self._bottom(li), self._top(li))
             except CaffeError as e:
-                if layer.name in str(e):
+                if "layer '%s'" % layer.name in str(e):
                     raise
                 raise type(e)("layer '%s' (%s): %s" % (layer.name, layer.param.type, e)) from None
         return loss
