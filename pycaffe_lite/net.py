@@ -211,7 +211,7 @@ class Net:
         self._bottom_ids, self._top_ids = [], []
         self._bottom_need_backward, self._blob_need_backward = [], []
         self._input_ids = []
-        self._params, self._param_owner, self._param_display = [], [], []
+        self._params, self._param_owner = [], []
         self._param_layer_indices = []
         self._param_names_index = {}
         self._learnable_params = []
@@ -298,7 +298,6 @@ class Net:
         self._params.append(layer.blobs[p])
         self._param_layer_indices.append((li, p))
         name = spec.name if spec.HasField("name") else ""
-        self._param_display.append(name or str(pid))
         if not name or name not in self._param_names_index:
             if name:
                 self._param_names_index[name] = pid
