@@ -429,7 +429,7 @@ class Solver:
         for proto, h in zip(state.history, self.history):
             blob = Blob(h.shape)
             blob.from_proto(proto, reshape=False)
-            h[...] = blob.data
+            h[...] = backend.xp().asarray(blob.data)
         self.iter = state.iter
         self.current_step = state.current_step
         self._last_step_logged = self.current_step

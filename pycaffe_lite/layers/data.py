@@ -93,9 +93,9 @@ class _PrefetchingLayer(Layer):
             data, event, _ = data
             self.xp.cuda.get_current_stream().wait_event(event)
         top[0].reshape(data.shape)
-        top[0].dev_data[...] = data
+        top[0].dev_data[...] = self.xp.asarray(data)
         if len(top) > 1:
-            top[1].dev_data[...] = labels
+            top[1].dev_data[...] = self.xp.asarray(labels)
 
     def __del__(self):
         if getattr(self, "_prefetch", None) is not None:
@@ -269,6 +269,6 @@ class MemoryDataLayer(Layer):
         if self._data is None:
             raise self.error("no input arrays: call net.set_input_arrays(data, labels) first")
         s = slice(self._pos, self._pos + self.batch_size)
-        top[0].dev_data[...] = self._data[s]
-        top[1].dev_data[...] = self._labels[s]
+        top[0].dev_data[...] = self.xp.asarray(self._data[s])
+        top[1].dev_data[...] = self.xp.asarray(self._labels[s])
         self._pos = (self._pos + self.batch_size) % len(self._data)
