@@ -21,11 +21,9 @@ import argparse  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
-from google.protobuf import text_format  # noqa: E402
 
 import pycaffe_lite as caffe  # noqa: E402
 from pycaffe_lite import protoio  # noqa: E402
-from pycaffe_lite.proto import caffe_pb2 as pb  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEPLOY = os.path.join(ROOT, "models/bvlc_reference_caffenet/deploy.prototxt")

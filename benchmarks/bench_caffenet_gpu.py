@@ -54,7 +54,7 @@ def main():
     deploy.reshape()
     deploy.blobs["data"].data[...] = rng.randn(args.batch, 3, 227, 227) * 50
     f_ours = timed(lambda: deploy.forward_from_to(0, len(deploy.layers) - 1), args.iters, sync)
-    del deploy
+    deploy = None                  # give its memory back before the training net
     pool.free_all_blocks()
     train = caffe.Net(train_net_param(args.batch), caffe.TRAIN)
     train.blobs["data"].data[...] = rng.randn(args.batch, 3, 227, 227) * 50

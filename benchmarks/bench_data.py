@@ -15,11 +15,9 @@ import tempfile
 import time
 
 import cv2
-import lmdb
 import numpy as np
 
 import pycaffe_lite as caffe
-from pycaffe_lite.data.datum import hwc_to_datum
 from pycaffe_lite.tools import convert_imageset
 
 

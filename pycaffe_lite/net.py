@@ -10,7 +10,7 @@ import numpy as np
 
 from . import protoio
 from .blob import Blob
-from .errors import CaffeError, ConfigError, FormatError, ShapeError
+from .errors import CaffeError, ConfigError, ShapeError
 from .layer import create_layer
 from .proto import caffe_pb2 as pb
 from .upgrade import upgrade_net

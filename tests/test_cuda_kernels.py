@@ -9,7 +9,6 @@ import subprocess
 import numpy as np
 import pytest
 
-import pycaffe_lite as caffe
 from pycaffe_lite import backend
 from pycaffe_lite.kernels import cpu, gpu
 from cuda_emulation import emulated_ops, kernel_signatures

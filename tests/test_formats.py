@@ -9,7 +9,6 @@ import pytest
 
 import pycaffe_lite as caffe
 from pycaffe_lite import protoio
-from pycaffe_lite.proto import caffe_pb2 as pb
 from conftest import REPO, assert_close, golden_path, load_case
 
 

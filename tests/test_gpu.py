@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 import pycaffe_lite as caffe
-from pycaffe_lite import backend
 from conftest import REPO, golden_cases
 
 pytestmark = pytest.mark.gpu

@@ -1,5 +1,4 @@
 """caffe.io helpers, the Classifier, and the classify / list / mean tools."""
-import os
 
 import cv2
 import numpy as np

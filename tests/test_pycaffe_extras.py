@@ -3,7 +3,6 @@ the upgrade tools, HDF5 layers and snapshots."""
 import os
 import subprocess
 import sys
-import textwrap
 
 import lmdb
 import numpy as np

@@ -5,7 +5,7 @@ import os
 import pytest
 
 import pycaffe_lite as caffe
-from conftest import REPO, golden_path, load_case
+from conftest import REPO, load_case
 
 # Shape cases whose nets need no Data layer (the rest come with the data layers).
 OURS = {

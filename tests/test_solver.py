@@ -8,7 +8,6 @@ import re
 import numpy as np
 import pytest
 
-import pycaffe_lite as caffe
 from pycaffe_lite.proto import caffe_pb2 as pb
 from pycaffe_lite.tools import caffe as caffe_tool
 from pycaffe_lite.tools.parse_log import parse

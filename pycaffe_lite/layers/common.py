@@ -2,8 +2,7 @@
 DummyData, Split, Silence, Concat, Slice, Flatten, Reshape, Crop, and Eltwise."""
 import numpy as np
 
-from ..blob import Blob
-from ..errors import ConfigError, ShapeError
+from ..errors import ShapeError
 from ..filler import fill
 from ..layer import Layer, register
 from ..proto import caffe_pb2 as pb

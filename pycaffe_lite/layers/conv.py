@@ -1,6 +1,4 @@
 """Convolution and Deconvolution: im2col (or col2im) plus one GEMM per group."""
-import numpy as np
-
 from ..blob import Blob
 from ..errors import ShapeError
 from ..filler import fill

@@ -11,7 +11,7 @@ from ..data import db as dbmod
 from ..data.datum import decode_datum, parse_datum, read_image
 from ..data.prefetch import Prefetcher
 from ..data.transformer import DataTransformer
-from ..errors import ConfigError, FormatError, ShapeError
+from ..errors import FormatError, ShapeError
 from ..layer import Layer, register
 
 

@@ -3,8 +3,6 @@ Caffe's output size rule (ceil, then drop a last window that starts in the
 padding)."""
 import math
 
-import numpy as np
-
 from ..errors import ShapeError
 from ..layer import Layer, register
 from ..proto import caffe_pb2 as pb

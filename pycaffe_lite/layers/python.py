@@ -4,7 +4,7 @@ and tops as Blobs (numpy .data/.diff), as in pycaffe."""
 import importlib
 import traceback
 
-from ..errors import CaffeError, ConfigError
+from ..errors import CaffeError
 from ..layer import Layer, register
 
 
