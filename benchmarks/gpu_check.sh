@@ -5,8 +5,11 @@
 #      GPU agreement, the Data layer feeding the device;
 #   2. CaffeNet batch 256 against PyTorch on the same GPU, strict fp32, then
 #      with TF32 allowed on both, with peak memory.
-# Carry an lmdb wheel for the machine's Python in .whl/ (see the device notes);
-# the summary goes to $OUT/gpu_summary.txt when OUT is set. Under 8 minutes.
+# The machine has no lmdb and no network: first, here,
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl lmdb
+# then run this script with .whl carried along. The summary goes to
+# $OUT/gpu_summary.txt when OUT is set. Under 8 minutes.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT_DIR=${OUT:-/tmp/gpu_check}
