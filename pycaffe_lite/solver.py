@@ -35,17 +35,23 @@ class Solver:
     """pycaffe's solver API: step(n), solve(), net, test_nets, iter,
     snapshot(), restore(path)."""
 
-    def __init__(self, solver, net_override=None):
+    rule_type = None      # set by SGDSolver and the other typed solvers
+
+    def __init__(self, solver, source=None):
+        """`solver`: a solver.prototxt path or a SolverParameter (then `source`
+        names it in messages)."""
         if isinstance(solver, pb.SolverParameter):
-            self.param, self._source = solver, "SolverParameter"
+            self.param, self._source = solver, source or "SolverParameter"
         else:
             self._source = str(solver)
             self.param = read_solver_param(solver)
         p = self.param
+        if self.rule_type and not p.HasField("type"):
+            p.type = self.rule_type
         rule = RULES.get(p.type)
         if rule is None:
             raise ConfigError("%s: unknown solver type '%s' (one of %s)" % (self._source, p.type, ", ".join(RULES)))
-        if getattr(self, "rule_type", None) and self.rule_type != p.type:
+        if self.rule_type and self.rule_type != p.type:
             raise ConfigError("%s: solver type is '%s' but %s was asked for"
                               % (self._source, p.type, type(self).__name__))
         self.rule = rule(p)
@@ -56,7 +62,7 @@ class Solver:
         if p.random_seed >= 0:
             backend.set_random_seed(p.random_seed)
         log.info("Initializing solver from parameters: \n%s", str(p))
-        self.net = self._train_net(net_override)
+        self.net = self._train_net()
         self.test_nets = self._test_nets()
         for t in self.test_nets:
             t.share_with(self.net)
@@ -72,10 +78,8 @@ class Solver:
         log.info("Solver scaffolding done.")
 
     # -- nets --------------------------------------------------------------
-    def _train_net(self, override):
+    def _train_net(self):
         p = self.param
-        if override is not None:
-            return override
         fields = [f for f in ("net", "net_param", "train_net", "train_net_param") if p.HasField(f)]
         if len(fields) != 1:
             raise ConfigError("%s: give exactly one of net, net_param, train_net, train_net_param (got %s)"
@@ -443,23 +447,8 @@ class Solver:
                 backend.rng().bit_generator.state = json.loads(state.random_state.decode())
 
 
-class _Typed(Solver):
-    def __init__(self, solver, *args, **kwargs):
-        if not isinstance(solver, pb.SolverParameter):
-            param = read_solver_param(solver)
-            if not param.HasField("type"):
-                param.type = self.rule_type
-            self._path = str(solver)
-            solver_arg = param
-        else:
-            solver_arg = solver
-        Solver.__init__(self, solver_arg, *args, **kwargs)
-        if not isinstance(solver, pb.SolverParameter):
-            self._source = str(solver)
-
-
 def _typed(name):
-    return type(name + "Solver", (_Typed,), {"rule_type": name, "__doc__": "pycaffe's %sSolver." % name})
+    return type(name + "Solver", (Solver,), {"rule_type": name, "__doc__": "pycaffe's %sSolver." % name})
 
 
 SGDSolver = _typed("SGD")

@@ -117,14 +117,11 @@ class DataLayer(_PrefetchingLayer):
             raise self.error("%s" % e, FormatError) from None
         if not len(self.reader):
             raise self.error("database %s is empty" % p.source, FormatError)
-        if p.rand_skip:
-            self.reader.skip(int(self.rng.integers(0, p.rand_skip)))
         # The first record decides the shape, as in Caffe.
         key, value = self.reader.next()
         self.record_shape = self._decode(key, value)[0].shape
-        self.reader.seek_first()
-        if p.rand_skip:
-            self.reader.skip(int(self.rng.integers(0, p.rand_skip)))
+        self._skip = int(self.rng.integers(0, p.rand_skip)) if p.rand_skip else 0
+        self.rewind(0)
 
     def _decode(self, key, value):
         t = self.param.transform_param
@@ -133,7 +130,7 @@ class DataLayer(_PrefetchingLayer):
 
     def rewind(self, records_read):
         self.reader.seek_first()
-        self.reader.skip(records_read % len(self.reader))
+        self.reader.skip((self._skip + records_read) % len(self.reader))
 
     def load_batch(self):
         images = np.empty((self.batch_size,) + tuple(self.record_shape),
@@ -192,7 +189,8 @@ class ImageDataLayer(_PrefetchingLayer):
             raise self.error("list file %s names no images" % p.source, FormatError)
         if p.shuffle:
             self._shuffle()
-        self.pos = int(self.rng.integers(0, p.rand_skip)) % len(self.lines) if p.rand_skip else 0
+        self._skip = int(self.rng.integers(0, p.rand_skip)) if p.rand_skip else 0
+        self.rewind(0)
         img = self._read(*self.lines[self.pos])
         self.record_shape = img.shape
 
@@ -211,7 +209,7 @@ class ImageDataLayer(_PrefetchingLayer):
     def rewind(self, records_read):
         # Without shuffling the order is fixed; with it, resume restarts the
         # current order from the stored position.
-        self.pos = records_read % len(self.lines)
+        self.pos = (self._skip + records_read) % len(self.lines)
 
     def load_batch(self):
         images = np.empty((self.batch_size,) + tuple(self.record_shape), np.uint8)

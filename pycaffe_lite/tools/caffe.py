@@ -85,8 +85,7 @@ def train(args):
     param.train_state.level = args.level
     param.train_state.stage.extend(_stages(args))
     _set_mode(args, param)
-    solver = Solver(param)
-    solver._source = args.solver
+    solver = Solver(param, source=args.solver)
     for w in [w for w in args.weights.split(",") if w]:
         log.info("Finetuning from %s", w)
         solver.net.copy_from(w)
