@@ -1,6 +1,7 @@
 """Solver: builds the train and test nets from a SolverParameter and runs
 Caffe's loop (test, forward/backward, display, update, snapshot), with the
 same log lines, snapshots and resume."""
+import json
 import math
 import os
 import time
@@ -401,7 +402,6 @@ class Solver:
                     yield "%s/%s" % (tag, name), layer
 
     def _save_streams(self, state):
-        import json
         for name, layer in self._data_layers():
             read, rnd = layer.get_state()
             state.data_state.add(layer=name, records_read=read, random_state=rnd)
@@ -438,7 +438,6 @@ class Solver:
         self.current_step = state.current_step
         self._last_step_logged = self.current_step
         if len(state.data_state):
-            import json
             layers = dict(self._data_layers())
             for entry in state.data_state:
                 if entry.layer in layers:
