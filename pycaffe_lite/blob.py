@@ -26,12 +26,14 @@ class _Buffer:
     mode) a device copy kept in sync the way Caffe's SyncedMemory does: the
     side last handed out for writing is the head; the other side is brought
     up to date when it is asked for."""
-    __slots__ = ("host", "device", "head")
+    __slots__ = ("host", "device", "head", "zero_pending")
 
     def __init__(self, n):
         self.host = np.zeros(n, dtype=backend.float_type())
         self.device = None
         self.head = HOST
+        # Set by Blob.zero_diff: every blob sharing this memory sees it cleared.
+        self.zero_pending = False
 
     @property
     def size(self):
@@ -58,7 +60,6 @@ class Blob:
         self._shape = None
         self._data_buf = _Buffer(0)
         self._diff_buf = _Buffer(0)
-        self._diff_zero = False
         self.reshape(*(shape or ((),)))
 
     # -- shape -----------------------------------------------------------
@@ -120,11 +121,14 @@ class Blob:
 
     @property
     def diff(self):
-        d = self._view(self._diff_buf.host_array())
-        if self._diff_zero:      # cleared lazily: see zero_diff
-            d[...] = 0
-            self._diff_zero = False
-        return d
+        return self._cleared(self._diff_buf.host_array())
+
+    def _cleared(self, flat):
+        """The diff view of `flat`, zeroed first if a clear is pending (see zero_diff)."""
+        if self._diff_buf.zero_pending:
+            flat[...] = 0
+            self._diff_buf.zero_pending = False
+        return self._view(flat)
 
     # Layers use these: the array of the current mode (numpy on the CPU,
     # cupy on the GPU), synchronised on demand.
@@ -138,17 +142,13 @@ class Blob:
     def dev_diff(self):
         if backend.mode() == backend.CPU:
             return self.diff
-        d = self._view(self._diff_buf.device_array())
-        if self._diff_zero:
-            d[...] = 0
-            self._diff_zero = False
-        return d
+        return self._cleared(self._diff_buf.device_array())
 
     def zero_diff(self):
         """Mark the diff as zero. The memory is only cleared when someone reads
         the diff; a layer that overwrites it whole (add_matmul_to_diff) never
         pays for clearing it, which matters for 37M-weight layers."""
-        self._diff_zero = True
+        self._diff_buf.zero_pending = True
 
     def add_matmul_to_diff(self, a, b):
         """diff += a @ b, written straight into diff when it is known to be
@@ -156,9 +156,9 @@ class Blob:
         xp = backend.xp()
         flat = self._diff_buf.device_array() if backend.mode() == backend.GPU else self._diff_buf.host_array()
         target = flat[:self.count].reshape(a.shape[0], b.shape[1])
-        if self._diff_zero:
+        if self._diff_buf.zero_pending:
             xp.matmul(a, b, out=target)
-            self._diff_zero = False
+            self._diff_buf.zero_pending = False
         else:
             target += xp.matmul(a, b)
 

@@ -252,3 +252,137 @@ def softmax_loss_backward(prob, label, ignore_label):
     np.put_along_axis(dx, safe[:, None, :], onehot - 1, axis=1)
     dx *= valid[:, None, :]
     return dx
+
+
+# ---------------------------------------------------------------- N-D convolution
+
+def _nd_taps(kernel):
+    """Every kernel tap (i0, i1, ...) in row-major order."""
+    taps = [()]
+    for k in kernel:
+        taps = [t + (i,) for t in taps for i in range(k)]
+    return taps
+
+
+def _nd_window(tap, pad, stride, dilation, out_shape):
+    """The strided slices of the padded input that kernel tap `tap` reads."""
+    return tuple(slice(i * d, i * d + s * (o - 1) + 1, s)
+                 for i, d, s, o in zip(tap, dilation, stride, out_shape))
+
+
+def _pad_nd(x, pad):
+    """x (N, C, *spatial) zero-padded by pad[i] on both sides of spatial axis i."""
+    if not any(pad):
+        return x
+    widths = [(0, 0), (0, 0)] + [(p, p) for p in pad]
+    return np.pad(x, widths)
+
+
+def im2col_nd(x, kernel, pad, stride, dilation, out_shape, out=None):
+    """im2col over any number of spatial axes: columns (C*prod(kernel),
+    N*prod(out_shape)), row (c, tap) in Caffe's order (channel, then the taps
+    row-major)."""
+    n, c = x.shape[:2]
+    taps = _nd_taps(kernel)
+    area = int(np.prod(out_shape))
+    size = c * len(taps) * n * area
+    cols = np.empty(size, x.dtype) if out is None or out.size < size or out.dtype != x.dtype else out[:size]
+    cols = cols.reshape((c, len(taps), n) + tuple(out_shape))
+    xt = _pad_nd(x, pad).swapaxes(0, 1)
+    for t, tap in enumerate(taps):
+        cols[:, t] = xt[(slice(None), slice(None)) + _nd_window(tap, pad, stride, dilation, out_shape)]
+    return cols.reshape(c * len(taps), n * area)
+
+
+def col2im_nd(cols, x_shape, kernel, pad, stride, dilation, out_shape):
+    """The adjoint of im2col_nd."""
+    n, c = x_shape[:2]
+    taps = _nd_taps(kernel)
+    cols = cols.reshape((c, len(taps), n) + tuple(out_shape))
+    acc = np.zeros((c, n) + tuple(s + 2 * p for s, p in zip(x_shape[2:], pad)), dtype=cols.dtype)
+    for t, tap in enumerate(taps):
+        acc[(slice(None), slice(None)) + _nd_window(tap, pad, stride, dilation, out_shape)] += cols[:, t]
+    inner = tuple(slice(p, p + s) for p, s in zip(pad, x_shape[2:]))
+    return acc[(slice(None), slice(None)) + inner].swapaxes(0, 1)
+
+
+# ---------------------------------------------------------------- indexing layers
+
+def tile_forward(x, outer, inner, tiles):
+    """x viewed as (outer, inner): each row repeated `tiles` times -> (outer, tiles * inner)."""
+    return np.tile(x.reshape(outer, 1, inner), (1, tiles, 1)).reshape(outer, tiles * inner)
+
+
+def tile_backward(dy, outer, inner, tiles):
+    return dy.reshape(outer, tiles, inner).sum(axis=1)
+
+
+def batch_reindex_forward(x, index):
+    """Rows of x (N, D) picked by the float indices: (len(index), D)."""
+    return x[index.astype(np.int64)]
+
+
+def batch_reindex_backward(dy, index, n):
+    """Sum of the rows of dy (M, D) into the N rows they were picked from."""
+    dx = np.zeros((n,) + dy.shape[1:], dtype=dy.dtype)
+    np.add.at(dx, index.astype(np.int64), dy)
+    return dx
+
+
+def embed_forward(index, weight, bias):
+    """weight (K, D) rows picked by the float indices (M,), plus bias (D,) when given."""
+    y = weight[index.astype(np.int64)]
+    if bias is not None:
+        y += bias
+    return y
+
+
+def embed_backward(dy, index, weight_diff):
+    """Adds each row of dy (M, D) into the weight-diff row its index names."""
+    np.add.at(weight_diff, index.astype(np.int64), dy)
+
+
+def argmax_topk(x, top_k):
+    """x (outer, dim, inner) -> (indices, values), each (outer, top_k, inner):
+    the top_k entries along dim by value, a tie going to the larger index."""
+    dim = x.shape[1]
+    flipped = x[:, ::-1, :]
+    order = np.argsort(-flipped, axis=1, kind="stable")[:, :top_k, :]
+    index = (dim - 1) - order
+    return index.astype(x.dtype), np.take_along_axis(x, index, axis=1)
+
+
+# ---------------------------------------------------------------- LSTM unit
+
+def _sigmoid(a):
+    return np.float32(1) / (np.float32(1) + np.exp(-a))
+
+
+def _lstm_gates(x, cont, hidden):
+    """x (N, 4H) gate inputs in the order i, f, o, g; f masked by cont (N,)."""
+    i = _sigmoid(x[:, :hidden])
+    f = _sigmoid(x[:, hidden:2 * hidden]) * cont[:, None]
+    o = _sigmoid(x[:, 2 * hidden:3 * hidden])
+    g = np.tanh(x[:, 3 * hidden:])
+    return i, f, o, g
+
+
+def lstm_unit_forward(c_prev, x, cont):
+    """c_prev (N, H), x (N, 4H), cont (N,) -> c, h (N, H)."""
+    i, f, o, g = _lstm_gates(x, cont, c_prev.shape[1])
+    c = f * c_prev + i * g
+    return c, o * np.tanh(c)
+
+
+def lstm_unit_backward(c_prev, x, cont, c, dc, dh):
+    """-> (d c_prev, d x) from the diffs of c and h."""
+    i, f, o, g = _lstm_gates(x, cont, c_prev.shape[1])
+    tanh_c = np.tanh(c)
+    dc_term = dc + dh * o * (np.float32(1) - tanh_c * tanh_c)
+    dx = np.empty_like(x)
+    hdim = c_prev.shape[1]
+    dx[:, :hdim] = dc_term * g * i * (np.float32(1) - i)
+    dx[:, hdim:2 * hdim] = dc_term * c_prev * f * (np.float32(1) - f)
+    dx[:, 2 * hdim:3 * hdim] = dh * tanh_c * o * (np.float32(1) - o)
+    dx[:, 3 * hdim:] = dc_term * i * (np.float32(1) - g * g)
+    return dc_term * f, dx

@@ -1,29 +1,95 @@
-"""Convolution and Deconvolution: im2col (or col2im) plus one GEMM per group."""
+"""Convolution and Deconvolution over any number of spatial axes: im2col (or
+col2im) plus one GEMM per group; the 2-D case has tuned kernels of its own."""
+import math
+
 from ..blob import Blob
 from ..errors import ShapeError
 from ..filler import fill
 from ..layer import Layer, register
 
 
-def _pair(layer, p, name, default):
-    """kernel/pad/stride/dilation as (h, w) from `name` or `name_h`/`name_w`."""
-    values = list(getattr(p, name))
-    has_hw = name != "dilation" and (p.HasField(name + "_h") or p.HasField(name + "_w"))
+def _prod(values):
+    return int(math.prod(values))
+
+
+def _per_axis(layer, p, field, name, default, axes):
+    """kernel/pad/stride/dilation as one value per spatial axis, from the
+    repeated `field` (once, or once per axis) or, in 2-D, `name`_h/`name`_w."""
+    values = [int(v) for v in getattr(p, field)]
+    has_hw = field != "dilation" and (p.HasField(name + "_h") or p.HasField(name + "_w"))
     if has_hw:
+        if axes != 2:
+            raise layer.error("%s_h/%s_w can only be used for 2-D convolution; this bottom has %d spatial axes, "
+                              "so give %s once or once per axis" % (name, name, axes, name))
         if values:
-            raise layer.error("give either %s or %s_h/%s_w, not both" % (name, name, name))
+            raise layer.error("give either %s or %s_h/%s_w, not both" % (field, name, name))
+        if name == "kernel" and not (p.HasField("kernel_h") and p.HasField("kernel_w")):
+            raise layer.error("kernel_h and kernel_w must be given together")
         return (int(getattr(p, name + "_h")) if p.HasField(name + "_h") else default,
                 int(getattr(p, name + "_w")) if p.HasField(name + "_w") else default)
     if not values:
-        return (default, default)
+        if default is None:
+            raise layer.error("convolution_param needs kernel_size (or kernel_h and kernel_w)")
+        return (default,) * axes
     if len(values) == 1:
-        return (int(values[0]),) * 2
-    if len(values) == 2:
-        return (int(values[0]), int(values[1]))
-    raise layer.error("%s takes 1 or 2 values for 2-D convolution, got %d" % (name, len(values)))
+        return (values[0],) * axes
+    if len(values) != axes:
+        raise layer.error("%s must be given once, or once per spatial axis: it is given %d times for a bottom "
+                          "with %d spatial axes" % (field, len(values), axes))
+    return tuple(values)
 
 
-class _BaseConv(Layer):
+class _Geometry:
+    """Kernel, pad, stride and dilation per spatial axis (Convolution,
+    Deconvolution and Im2col read them from convolution_param alike)."""
+
+    def parse_geometry(self, bottom):
+        p = self.param.convolution_param
+        self.axis = bottom[0].canonical_axis(p.axis)
+        axes = bottom[0].num_axes - self.axis - 1
+        if axes < 1:
+            raise self.error("the bottom %s has no spatial axis after the channel axis %d"
+                             % (bottom[0].shape, self.axis), ShapeError)
+        self.kernel = _per_axis(self, p, "kernel_size", "kernel", None, axes)
+        self.pad = _per_axis(self, p, "pad", "pad", 0, axes)
+        self.stride = _per_axis(self, p, "stride", "stride", 1, axes)
+        self.dilation = _per_axis(self, p, "dilation", "dilation", 1, axes)
+        if min(self.kernel) <= 0 or min(self.stride) <= 0 or min(self.dilation) <= 0:
+            raise self.error("kernel, stride and dilation must be positive (kernel %s, stride %s, dilation %s)"
+                             % (self.kernel, self.stride, self.dilation))
+
+    def conv_out(self, size):
+        out = tuple((s + 2 * p - (d * (k - 1) + 1)) // st + 1
+                    for s, k, p, st, d in zip(size, self.kernel, self.pad, self.stride, self.dilation))
+        if min(out) <= 0:
+            raise self.error("input %s is too small for kernel %s, pad %s, stride %s, dilation %s"
+                             % ("x".join(map(str, size)), self.kernel, self.pad, self.stride, self.dilation),
+                             ShapeError)
+        return out
+
+    def spatial_size(self, blob):
+        size = blob.shape[self.axis + 1:]
+        if len(size) != len(self.kernel):
+            raise self.error("the bottom %s has %d spatial axes, but the layer was set up for %d"
+                             % (blob.shape, len(size), len(self.kernel)), ShapeError)
+        return size
+
+    def _geometry(self, out_shape):
+        return self.kernel, self.pad, self.stride, self.dilation, out_shape
+
+    def im2col(self, x, out_shape, out=None):
+        """Columns of x (N, C, *spatial); the 2-D path is the tuned one."""
+        if len(self.kernel) == 2:
+            return self.ops.im2col(x, *self._geometry(out_shape), out=out)
+        return self.ops.im2col_nd(x, *self._geometry(out_shape), out=out)
+
+    def col2im(self, cols, x_shape, out_shape):
+        if len(self.kernel) == 2:
+            return self.ops.col2im(cols, x_shape, *self._geometry(out_shape))
+        return self.ops.col2im_nd(cols, x_shape, *self._geometry(out_shape))
+
+
+class _BaseConv(_Geometry, Layer):
     exact_bottoms = None
     min_bottoms = 1
     min_tops = 1
@@ -35,17 +101,7 @@ class _BaseConv(Layer):
             raise self.error("needs as many tops as bottoms (%d vs %d)" % (len(top), len(bottom)))
         if not p.HasField("num_output") or p.num_output == 0:
             raise self.error("convolution_param needs num_output > 0")
-        self.kernel = self._kernel(p)
-        self.pad = _pair(self, p, "pad", 0)
-        self.stride = _pair(self, p, "stride", 1)
-        self.dilation = _pair(self, p, "dilation", 1)
-        if min(self.kernel) <= 0 or min(self.stride) <= 0 or min(self.dilation) <= 0:
-            raise self.error("kernel, stride and dilation must be positive (kernel %s, stride %s, dilation %s)"
-                             % (self.kernel, self.stride, self.dilation))
-        self.axis = bottom[0].canonical_axis(p.axis)
-        if bottom[0].num_axes - self.axis - 1 != 2:
-            raise self.error("only 2 spatial axes are supported: bottom %s with axis %d"
-                             % (bottom[0].shape, self.axis), ShapeError)
+        self.parse_geometry(bottom)
         self.group = int(p.group)
         channels = bottom[0].shape[self.axis]
         self.num_output = int(p.num_output)
@@ -53,11 +109,10 @@ class _BaseConv(Layer):
             raise self.error("group %d must divide both the input channels (%d) and num_output (%d)"
                              % (self.group, channels, self.num_output), ShapeError)
         self.channels = channels
-        kh, kw = self.kernel
         if self.transposed:
-            wshape = (channels, self.num_output // self.group, kh, kw)
+            wshape = (channels, self.num_output // self.group) + self.kernel
         else:
-            wshape = (self.num_output, channels // self.group, kh, kw)
+            wshape = (self.num_output, channels // self.group) + self.kernel
         self.bias_term = p.bias_term
         self.blobs = [Blob(wshape)]
         fill(self.blobs[0], p.weight_filler)
@@ -65,28 +120,9 @@ class _BaseConv(Layer):
             self.blobs.append(Blob((self.num_output,)))
             fill(self.blobs[1], p.bias_filler)
 
-    def _kernel(self, p):
-        if p.HasField("kernel_h") or p.HasField("kernel_w"):
-            if len(p.kernel_size):
-                raise self.error("give either kernel_size or kernel_h/kernel_w, not both")
-            if not (p.HasField("kernel_h") and p.HasField("kernel_w")):
-                raise self.error("kernel_h and kernel_w must be given together")
-            return (int(p.kernel_h), int(p.kernel_w))
-        k = list(p.kernel_size)
-        if not k:
-            raise self.error("convolution_param needs kernel_size (or kernel_h and kernel_w)")
-        if len(k) > 2:
-            raise self.error("kernel_size takes 1 or 2 values for 2-D convolution, got %d" % len(k))
-        return (int(k[0]), int(k[-1]))
-
-    def _conv_out(self, h, w):
-        (kh, kw), (ph, pw), (sh, sw), (dh, dw) = self.kernel, self.pad, self.stride, self.dilation
-        return ((h + 2 * ph - (dh * (kh - 1) + 1)) // sh + 1,
-                (w + 2 * pw - (dw * (kw - 1) + 1)) // sw + 1)
-
-    def _deconv_out(self, h, w):
-        (kh, kw), (ph, pw), (sh, sw), (dh, dw) = self.kernel, self.pad, self.stride, self.dilation
-        return (sh * (h - 1) + dh * (kh - 1) + 1 - 2 * ph, sw * (w - 1) + dw * (kw - 1) + 1 - 2 * pw)
+    def _deconv_out(self, size):
+        return tuple(st * (s - 1) + d * (k - 1) + 1 - 2 * p
+                     for s, k, p, st, d in zip(size, self.kernel, self.pad, self.stride, self.dilation))
 
     def reshape(self, bottom, top):
         for b in bottom:
@@ -96,11 +132,8 @@ class _BaseConv(Layer):
             if b.shape != bottom[0].shape:
                 raise self.error("all bottoms must have the same shape (%s vs %s)"
                                  % (bottom[0].shape, b.shape), ShapeError)
-        h, w = bottom[0].shape[-2:]
-        self.out_hw = self._deconv_out(h, w) if self.transposed else self._conv_out(h, w)
-        if min(self.out_hw) <= 0:
-            raise self.error("input %dx%d is too small for kernel %s, pad %s, stride %s, dilation %s"
-                             % (h, w, self.kernel, self.pad, self.stride, self.dilation), ShapeError)
+        size = self.spatial_size(bottom[0])
+        self.out_hw = self._deconv_out(size) if self.transposed else self.conv_out(size)
         lead = bottom[0].shape[:self.axis]
         for t in top:
             t.reshape(lead + (self.num_output,) + tuple(self.out_hw))
@@ -136,15 +169,14 @@ class ConvolutionLayer(_BaseConv):
         return [(s, min(n, s + per)) for s in range(0, n, per)]
 
     def _im2col(self, x, key):
-        size = x.shape[1] * self.kernel[0] * self.kernel[1] * x.shape[0] * self.out_hw[0] * self.out_hw[1]
-        return self.ops.im2col(x, self.kernel, self.pad, self.stride, self.dilation, self.out_hw,
-                               out=self._buffer(key, size, x.dtype))
+        size = x.shape[1] * _prod(self.kernel) * x.shape[0] * _prod(self.out_hw)
+        return self.im2col(x, self.out_hw, out=self._buffer(key, size, x.dtype))
 
     def forward(self, bottom, top):
         xp, g, m = self.xp, self.group, self.num_output
         wg = self._grouped_weight()                                   # (g, M/g, K/g)
         k = wg.shape[2] * g
-        area = self.out_hw[0] * self.out_hw[1]
+        area = _prod(self.out_hw)
         for i, (b, t) in enumerate(zip(bottom, top)):
             x = self._as_nchw(b.dev_data)
             y_all = t.dev_data.reshape(x.shape[0], m, area)
@@ -164,7 +196,7 @@ class ConvolutionLayer(_BaseConv):
         ops, xp, g, m = self.ops, self.xp, self.group, self.num_output
         wg = self._grouped_weight()
         k = wg.shape[2] * g
-        area = self.out_hw[0] * self.out_hw[1]
+        area = _prod(self.out_hw)
         want_w = self.param_propagate_down[0]
         want_b = self.bias_term and self.param_propagate_down[1]
         for i, (b, t) in enumerate(zip(bottom, top)):
@@ -188,8 +220,7 @@ class ConvolutionLayer(_BaseConv):
                 if dx_all is not None:
                     dcols = self._buffer("dcols", k * n * area, x.dtype).reshape(g, k // g, n * area)
                     xp.matmul(wg.transpose(0, 2, 1), dyg, out=dcols)
-                    dx_all[s0:s1] = ops.col2im(dcols.reshape(k, -1), x[s0:s1].shape, self.kernel, self.pad,
-                                               self.stride, self.dilation, self.out_hw)
+                    dx_all[s0:s1] = self.col2im(dcols.reshape(k, -1), x[s0:s1].shape, self.out_hw)
             self._cols[i] = None
 
 
@@ -198,34 +229,66 @@ class DeconvolutionLayer(_BaseConv):
     transposed = True
 
     def forward(self, bottom, top):
-        ops, xp, g = self.ops, self.xp, self.group
-        w = self.blobs[0].dev_data.reshape(g, self.channels // g, -1)     # (g, C/g, M/g*k*k)
+        xp, g = self.xp, self.group
+        w = self.blobs[0].dev_data.reshape(g, self.channels // g, -1)     # (g, C/g, M/g*prod(k))
         for b, t in zip(bottom, top):
             x = self._as_nchw(b.dev_data)
-            n, c, h, wd = x.shape
+            n, c, size = x.shape[0], x.shape[1], x.shape[2:]
             xt = xp.ascontiguousarray(x.reshape(n, c, -1).transpose(1, 0, 2)).reshape(g, c // g, -1)
-            cols = xp.matmul(w.transpose(0, 2, 1), xt).reshape(-1, n * h * wd)
-            y = ops.col2im(cols, (n, self.num_output) + tuple(self.out_hw), self.kernel, self.pad,
-                           self.stride, self.dilation, (h, wd))
+            cols = xp.matmul(w.transpose(0, 2, 1), xt).reshape(-1, n * _prod(size))
+            y = self.col2im(cols, (n, self.num_output) + tuple(self.out_hw), size)
             if self.bias_term:
-                y = y + self.blobs[1].dev_data[None, :, None, None]
+                y = y + self.blobs[1].dev_data.reshape((1, -1) + (1,) * len(size))
             t.dev_data[...] = y.reshape(t.shape)
 
     def backward(self, top, propagate_down, bottom):
-        ops, xp, g = self.ops, self.xp, self.group
+        xp, g = self.xp, self.group
         w = self.blobs[0].dev_data.reshape(g, self.channels // g, -1)
         for i, (b, t) in enumerate(zip(bottom, top)):
             dy = self._as_nchw(t.dev_diff)
             x = self._as_nchw(b.dev_data)
-            n, c, h, wd = x.shape
+            n, c, size = x.shape[0], x.shape[1], x.shape[2:]
             if self.bias_term and self.param_propagate_down[1]:
-                self.blobs[1].dev_diff[...] += dy.sum(axis=(0, 2, 3))
-            cols = ops.im2col(dy, self.kernel, self.pad, self.stride, self.dilation, (h, wd))
-            colsg = cols.reshape(g, cols.shape[0] // g, -1)                  # (g, M/g*k*k, N*H*W)
+                self.blobs[1].dev_diff[...] += dy.sum(axis=(0,) + tuple(range(2, dy.ndim)))
+            cols = self.im2col(dy, size)
+            colsg = cols.reshape(g, cols.shape[0] // g, -1)                  # (g, M/g*prod(k), N*prod(size))
             if self.param_propagate_down[0]:
                 xt = xp.ascontiguousarray(x.reshape(n, c, -1).transpose(1, 0, 2)).reshape(g, c // g, -1)
                 self.blobs[0].dev_diff[...] += xp.matmul(xt, colsg.transpose(0, 2, 1)).reshape(
                     self.blobs[0].shape)
             if propagate_down[i]:
-                dx = xp.matmul(w, colsg).reshape(c, n, h, wd).transpose(1, 0, 2, 3)
+                dx = xp.matmul(w, colsg).reshape((c, n) + tuple(size)).swapaxes(0, 1)
                 b.dev_diff[...] = dx.reshape(b.shape)
+
+
+@register("Im2col")
+class Im2colLayer(_Geometry, Layer):
+    """The columns convolution would multiply: top (N, C*prod(kernel), *out)."""
+    exact_bottoms = 1
+    exact_tops = 1
+
+    def layer_setup(self, bottom, top):
+        self.parse_geometry(bottom)
+
+    def reshape(self, bottom, top):
+        self.out_shape = self.conv_out(self.spatial_size(bottom[0]))
+        b = bottom[0]
+        lead = b.shape[:self.axis]
+        top[0].reshape(lead + (b.shape[self.axis] * _prod(self.kernel),) + self.out_shape)
+
+    def _nchw(self, blob, a):
+        return a.reshape((-1,) + blob.shape[self.axis:])
+
+    def forward(self, bottom, top):
+        x = self._nchw(bottom[0], bottom[0].dev_data)
+        cols = self.im2col(x, self.out_shape)                      # (C*K, N*area)
+        cols = cols.reshape(cols.shape[0], x.shape[0], -1).swapaxes(0, 1)
+        top[0].dev_data[...] = cols.reshape(top[0].shape)
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            x_shape = (bottom[0].count_range(0, self.axis + 1) // bottom[0].shape[self.axis],) + \
+                bottom[0].shape[self.axis:]
+            dy = top[0].dev_diff.reshape(x_shape[0], top[0].shape[self.axis], -1).swapaxes(0, 1)
+            dx = self.col2im(self.xp.ascontiguousarray(dy).reshape(dy.shape[0], -1), x_shape, self.out_shape)
+            bottom[0].dev_diff[...] = dx.reshape(bottom[0].shape)

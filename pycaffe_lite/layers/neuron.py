@@ -248,3 +248,39 @@ class DropoutLayer(NeuronLayer):
 
     def grad(self, dy, b, t):
         return dy * self._mask if self.phase == pb.TRAIN else dy
+
+
+@register("Clip")
+class ClipLayer(NeuronLayer):
+    def layer_setup(self, bottom, top):
+        p = self.param.clip_param
+        if not (p.HasField("min") and p.HasField("max")):
+            raise self.error("clip_param needs both min and max (they have no defaults)")
+        if p.min > p.max:
+            raise self.error("clip_param min (%g) is above max (%g)" % (p.min, p.max))
+        self._lo, self._hi = np.float32(p.min), np.float32(p.max)
+
+    def forward(self, bottom, top):
+        self.xp.clip(bottom[0].dev_data, self._lo, self._hi, out=top[0].dev_data)
+
+    def grad(self, dy, b, t):
+        # Both ends pass the diff, as in Caffe. (In place, b holds the clipped
+        # values, which are all inside: Caffe behaves the same way.)
+        x = b.dev_data
+        return dy * ((x >= self._lo) & (x <= self._hi))
+
+
+@register("Swish")
+class SwishLayer(NeuronLayer):
+    def layer_setup(self, bottom, top):
+        self._beta = np.float32(self.param.swish_param.beta)
+
+    def forward(self, bottom, top):
+        xp = self.xp
+        x = bottom[0].dev_data
+        self._sig = np.float32(1) / (np.float32(1) + xp.exp(-self._beta * x))
+        xp.multiply(x, self._sig, out=top[0].dev_data)
+
+    def grad(self, dy, b, t):
+        y, s = t.dev_data, self._sig
+        return dy * (self._beta * y + s * (np.float32(1) - self._beta * y))

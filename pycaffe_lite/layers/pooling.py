@@ -1,6 +1,6 @@
 """Pooling: MAX (optionally with the argmax as a second top) and AVE, with
-Caffe's output size rule (ceil, then drop a last window that starts in the
-padding)."""
+Caffe's output size rule (ceil, or floor with round_mode FLOOR, then drop a
+last window that starts in the padding)."""
 import math
 
 from ..errors import ShapeError
@@ -10,8 +10,9 @@ from ..proto import caffe_pb2 as pb
 P = pb.PoolingParameter
 
 
-def pooled_size(size, kernel, pad, stride):
-    out = int(math.ceil((size + 2 * pad - kernel) / float(stride))) + 1
+def pooled_size(size, kernel, pad, stride, ceil=True):
+    span = (size + 2 * pad - kernel) / float(stride)
+    out = int(math.ceil(span) if ceil else math.floor(span)) + 1
     if pad and (out - 1) * stride >= size + pad:
         out -= 1
     return out
@@ -65,8 +66,9 @@ class PoolingLayer(Layer):
         h, w = b.shape[2:]
         if self.global_pooling:
             self.kernel = (h, w)
-        self.out_hw = (pooled_size(h, self.kernel[0], self.pad[0], self.stride[0]),
-                       pooled_size(w, self.kernel[1], self.pad[1], self.stride[1]))
+        ceil = self.param.pooling_param.round_mode == P.CEIL
+        self.out_hw = (pooled_size(h, self.kernel[0], self.pad[0], self.stride[0], ceil),
+                       pooled_size(w, self.kernel[1], self.pad[1], self.stride[1], ceil))
         if min(self.out_hw) <= 0:
             raise self.error("input %dx%d is smaller than the kernel %s" % (h, w, self.kernel), ShapeError)
         for t in top:
@@ -74,23 +76,88 @@ class PoolingLayer(Layer):
 
     def forward(self, bottom, top):
         x = bottom[0].dev_data
-        args = (self.kernel, self.pad, self.stride, self.out_hw)
-        if self.method == P.MAX:
-            y = self.ops.max_pool_forward(x, *args)
-            top[0].dev_data[...] = y
-            if len(top) == 2:
-                top[1].dev_data[...] = self.ops.max_pool_argmax(x, y, *args)
+        y = pool_forward(self.ops, self.method, x, self.kernel, self.pad, self.stride, self.out_hw)
+        top[0].dev_data[...] = y
+        if len(top) == 2:
+            top[1].dev_data[...] = self.ops.max_pool_argmax(x, y, self.kernel, self.pad, self.stride, self.out_hw)
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            bottom[0].dev_diff[...] = pool_backward(self.ops, self.method, top[0].dev_diff, bottom[0].dev_data,
+                                                    top[0].dev_data, self.kernel, self.pad, self.stride, self.out_hw)
+
+
+def pool_forward(ops, method, x, kernel, pad, stride, out_hw):
+    """MAX or AVE pooling of an (N, C, H, W) array (Pooling and SPP share it)."""
+    if method == P.MAX:
+        return ops.max_pool_forward(x, kernel, pad, stride, out_hw)
+    return ops.ave_pool_forward(x, kernel, pad, stride, out_hw)
+
+
+def pool_backward(ops, method, dy, x, y, kernel, pad, stride, out_hw):
+    if method == P.MAX:
+        return ops.max_pool_backward(dy, x, y, kernel, pad, stride, out_hw)
+    return ops.ave_pool_backward(dy, x.shape, kernel, pad, stride, out_hw)
+
+
+@register("SPP")
+class SPPLayer(Layer):
+    """Spatial pyramid pooling: level l pools into 2^l x 2^l bins; the levels,
+    each flattened, are concatenated (one level: the pooled blob as it is)."""
+    exact_bottoms = 1
+    exact_tops = 1
+
+    def layer_setup(self, bottom, top):
+        p = self.param.spp_param
+        if not p.pyramid_height:
+            raise self.error("spp_param needs pyramid_height >= 1")
+        if p.pool == P.STOCHASTIC:
+            raise self.error("STOCHASTIC pooling is not supported; use MAX or AVE")
+        self.method = p.pool
+
+    def reshape(self, bottom, top):
+        b = bottom[0]
+        if b.num_axes != 4:
+            raise self.error("needs a 4-D bottom (N, C, H, W), got %s" % (b.shape,), ShapeError)
+        h, w = b.shape[2:]
+        self.levels = []
+        for level in range(self.param.spp_param.pyramid_height):
+            bins = 2 ** level
+            kernel = (int(math.ceil(h / float(bins))), int(math.ceil(w / float(bins))))
+            pad = ((kernel[0] * bins - h + 1) // 2, (kernel[1] * bins - w + 1) // 2)
+            if pad[0] >= kernel[0] or pad[1] >= kernel[1]:
+                raise self.error("pyramid level %d: %d bins do not fit a %dx%d input (pad %s would not be smaller "
+                                 "than the kernel %s); use a smaller pyramid_height or a larger input"
+                                 % (level, bins, h, w, pad, kernel), ShapeError)
+            out = (pooled_size(h, kernel[0], pad[0], kernel[0]), pooled_size(w, kernel[1], pad[1], kernel[1]))
+            self.levels.append((kernel, pad, kernel, out))
+        if len(self.levels) == 1:
+            top[0].reshape(b.shape[:2] + self.levels[0][3])
         else:
-            top[0].dev_data[...] = self.ops.ave_pool_forward(x, *args)
+            top[0].reshape((b.shape[0], sum(b.shape[1] * o[0] * o[1] for _, _, _, o in self.levels)))
+
+    def forward(self, bottom, top):
+        x = bottom[0].dev_data
+        n = x.shape[0]
+        self._pooled = [pool_forward(self.ops, self.method, x, *g) for g in self.levels]
+        y = top[0].dev_data.reshape(n, -1)
+        at = 0
+        for out in self._pooled:
+            size = out[0].size
+            y[:, at:at + size] = out.reshape(n, size)
+            at += size
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
-        dy = top[0].dev_diff
-        if self.method == P.MAX:
-            dx = self.ops.max_pool_backward(dy, bottom[0].dev_data, top[0].dev_data, self.kernel, self.pad,
-                                            self.stride, self.out_hw)
-        else:
-            dx = self.ops.ave_pool_backward(dy, bottom[0].shape, self.kernel, self.pad, self.stride,
-                                            self.out_hw)
+        x = bottom[0].dev_data
+        n = x.shape[0]
+        dy = top[0].dev_diff.reshape(n, -1)
+        dx, at = None, 0
+        for g, out in zip(self.levels, self._pooled):
+            size = out[0].size
+            part = pool_backward(self.ops, self.method, self.xp.ascontiguousarray(dy[:, at:at + size]).reshape(
+                out.shape), x, out, *g)
+            dx = part if dx is None else dx + part
+            at += size
         bottom[0].dev_diff[...] = dx
