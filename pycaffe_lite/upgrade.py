@@ -250,8 +250,10 @@ def upgrade_net(net, source="net"):
         if any(entry.HasField("layer") for entry in net.layers):
             net.CopyFrom(_upgrade_v0(net, source))
         net.CopyFrom(_upgrade_v1(net, source))
+        # Only V1 nets get this (Caffe's UpgradeNetDataTransformation): in the
+        # current format, WindowData reads window_data_param.scale itself.
+        _upgrade_data_transform(net)
     _upgrade_input(net)
-    _upgrade_data_transform(net)
     _upgrade_batch_norm(net)
     return net
 

@@ -34,3 +34,21 @@ def test_shape_case(case_name, phase):
     assert net.outputs == expected["outputs"]
     weights = {k: v for k, v in net.blob_loss_weights.items() if v}
     assert weights == {k: float(v) for k, v in expected["loss_weights"].items()}
+
+
+@pytest.mark.parametrize("phase", ["TRAIN", "TEST"])
+def test_window_data_case(phase, monkeypatch):
+    """The WindowData net in the golden tree (paths relative to its root):
+    Caffe's structure, and the first batch's background items in front."""
+    folder, case, _ = load_case("shapes", "window_data")
+    monkeypatch.chdir(os.path.dirname(os.path.dirname(folder)))
+    expected = case["phases"][phase]
+    net = caffe.Net(case["prototxt"] if os.path.exists(case["prototxt"]) else
+                    os.path.join("shapes", "window_data", case["prototxt"]), getattr(caffe, phase))
+    layers, blobs = describe(net)
+    assert layers == expected["layers"]
+    assert blobs == expected["blobs"]
+    assert net.outputs == expected["outputs"]
+    net.forward()
+    background = (net.blobs["label"].data == 0).astype(int).tolist()
+    assert background == expected["first_batch_background"]
