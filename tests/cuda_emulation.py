@@ -25,6 +25,8 @@ static pcl_dim3 blockIdx, threadIdx, blockDim, gridDim;
 #define __forceinline__ inline
 using std::min;
 using std::max;
+// Threads run one after another here, so an atomic add is a plain one.
+static inline float atomicAdd(float* at, float v) { float old = *at; *at = old + v; return old; }
 """
 
 _SIGNATURE = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(([^)]*)\)', re.S)

@@ -146,9 +146,103 @@ def test_golden_layer_case_through_the_cuda_kernels(name, emulated_backend):
     before = dict(emulated_backend._kernel.calls)
     test_layer_case(name)
     used = {k for k, v in emulated_backend._kernel.calls.items() if v > before.get(k, 0)}
-    kernels = {"conv": "im2col", "deconv": "col2im", "pool_max": "max_pool_forward", "pool_ave": "ave_pool_forward",
+    kernels = {"conv_": "im2col", "deconv_": "col2im", "pool_max": "max_pool_forward", "pool_ave": "ave_pool_forward",
                "pool_global_max": "max_pool_forward", "lrn_across": "lrn_scale", "softmaxloss": "softmax_loss_forward",
-               "caffenet_small": "lrn_diff"}
-    for prefix, kernel in kernels.items():
-        if name.startswith(prefix):
-            assert kernel in used, "%s did not run the %s kernel" % (name, kernel)
+               "caffenet_small": "lrn_diff", "conv_nd": "im2col_nd", "deconv_nd": "col2im_nd", "im2col_": "col2im",
+               "tile": "tile_backward", "batch_reindex": "batch_reindex_backward", "embed": "embed_backward",
+               "argmax": "argmax_topk", "lstm": "lstm_unit_backward", "spp_max": "max_pool_backward",
+               "spp_ave": "ave_pool_backward"}
+    matching = [prefix for prefix in kernels if name.startswith(prefix)]
+    if matching:
+        kernel = kernels[max(matching, key=len)]
+        assert kernel in used, "%s did not run the %s kernel" % (name, kernel)
+
+
+ND = [  # x shape, kernel, pad, stride, dilation
+    ((2, 3, 5, 6, 5), (3, 3, 3), (1, 1, 1), (2, 2, 2), (1, 1, 1)),
+    ((1, 2, 6, 5, 7), (3, 2, 3), (1, 0, 1), (1, 2, 2), (1, 1, 2)),
+    ((2, 2, 9), (4,), (2,), (3,), (2,)),                       # 1-D
+    ((1, 1, 3, 4, 3, 4), (2, 2, 1, 3), (0, 1, 0, 1), (1, 2, 1, 1), (1, 1, 1, 1)),   # 4 spatial axes
+]
+
+
+@pytest.mark.parametrize("shape,k,p,s,d", ND)
+def test_im2col_nd_and_col2im_nd(ops, shape, k, p, s, d):
+    x = rand(*shape)
+    out = tuple((shape[2 + i] + 2 * p[i] - (d[i] * (k[i] - 1) + 1)) // s[i] + 1 for i in range(len(k)))
+    cols = ops.im2col_nd(x, k, p, s, d, out)
+    np.testing.assert_array_equal(cols, cpu.im2col_nd(x, k, p, s, d, out))
+    if len(k) == 2:
+        np.testing.assert_array_equal(cols, cpu.im2col(x, k, p, s, d, out))
+    c = rand(*cols.shape, seed=1)
+    np.testing.assert_allclose(ops.col2im_nd(c, shape, k, p, s, d, out), cpu.col2im_nd(c, shape, k, p, s, d, out),
+                               rtol=1e-6, atol=1e-6)
+
+
+def test_nd_twin_agrees_with_the_2d_one():
+    x = rand(2, 3, 7, 9)
+    args = ((3, 2), (1, 1), (2, 1), (1, 2), (4, 7))
+    np.testing.assert_array_equal(cpu.im2col_nd(x, *args), cpu.im2col(x, *args))
+    c = rand(3 * 6, 2 * 28, seed=2)
+    np.testing.assert_allclose(cpu.col2im_nd(c, x.shape, *args), cpu.col2im(c, x.shape, *args), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("outer,inner,tiles", [(2, 12, 3), (6, 4, 2), (1, 5, 1)])
+def test_tile(ops, outer, inner, tiles):
+    x = rand(outer, inner)
+    np.testing.assert_array_equal(ops.tile_forward(x, outer, inner, tiles), cpu.tile_forward(x, outer, inner, tiles))
+    dy = rand(outer, tiles * inner, seed=3)
+    np.testing.assert_allclose(ops.tile_backward(dy, outer, inner, tiles), cpu.tile_backward(dy, outer, inner, tiles),
+                               rtol=1e-6)
+
+
+def test_batch_reindex(ops):
+    x = rand(4, 6)
+    index = np.array([3, 0, 3, 1, 3], np.float32)            # repeats, and item 2 never picked
+    np.testing.assert_array_equal(ops.batch_reindex_forward(x, index), cpu.batch_reindex_forward(x, index))
+    dy = rand(5, 6, seed=4)
+    got = ops.batch_reindex_backward(dy, index, 4)
+    np.testing.assert_allclose(got, cpu.batch_reindex_backward(dy, index, 4), rtol=1e-6)
+    assert (got[2] == 0).all()
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_embed(ops, bias):
+    w = rand(6, 4)
+    b = rand(4, seed=5) if bias else None
+    index = np.array([5, 0, 2, 5, 5, 1], np.float32)
+    np.testing.assert_array_equal(ops.embed_forward(index, w, b), cpu.embed_forward(index, w, b))
+    dy = rand(6, 4, seed=6)
+    got, want = np.full((6, 4), 0.5, np.float32), np.full((6, 4), 0.5, np.float32)   # accumulates
+    ops.embed_backward(dy, index, got)
+    cpu.embed_backward(dy, index, want)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    bad = np.array([1, 6], np.float32)
+    assert np.isnan(ops.embed_forward(bad, w, b)[1]).all(), "an index >= input_dim must show on the device"
+
+
+@pytest.mark.parametrize("shape,k", [((2, 7, 3), 3), ((3, 24, 1), 1), ((2, 5, 4), 5)])
+def test_argmax_topk(ops, shape, k):
+    x = np.round(rand(*shape), 1)           # rounding makes ties, which go to the larger index
+    x[0, :3, 0] = 9.0
+    index, value = ops.argmax_topk(x, k)
+    want_index, want_value = cpu.argmax_topk(x, k)
+    np.testing.assert_array_equal(index, want_index)
+    np.testing.assert_array_equal(value, want_value)
+    assert index[0, 0, 0] == 2 and (k < 2 or index[0, 1, 0] == 1)
+
+
+def test_lstm_unit(ops):
+    n, h = 3, 5
+    c_prev, x = rand(n, h), rand(n, 4 * h, seed=7)
+    cont = np.array([1, 0, 1], np.float32)
+    c, hh = ops.lstm_unit_forward(c_prev, x, cont)
+    c0, h0 = cpu.lstm_unit_forward(c_prev, x, cont)
+    np.testing.assert_allclose(c, c0, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(hh, h0, rtol=1e-5, atol=1e-6)
+    dc, dh = rand(n, h, seed=8), rand(n, h, seed=9)
+    got = ops.lstm_unit_backward(c_prev, x, cont, c0, dc, dh)
+    want = cpu.lstm_unit_backward(c_prev, x, cont, c0, dc, dh)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert (want[0][1] == 0).all() and (want[1][1, h:2 * h] == 0).all(), "cont 0 cuts the previous cell off"

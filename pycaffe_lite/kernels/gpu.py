@@ -10,7 +10,7 @@ import os
 import numpy as np
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cuda")
-SOURCES = ["im2col.cu", "pooling.cu", "lrn.cu", "softmax_loss.cu"]
+SOURCES = ["im2col.cu", "im2col_nd.cu", "pooling.cu", "lrn.cu", "softmax_loss.cu", "indexing.cu", "lstm_unit.cu"]
 BLOCK = 256
 MAX_BLOCKS = 65535
 
@@ -62,6 +62,31 @@ class CudaOps:
         x = self.xp.empty(tuple(x_shape), dtype=self.xp.float32)
         self._launch("col2im", x.size, self._f32(cols), _i(n), _i(c), _i(h), _i(w), _i(kh), _i(kw), _i(ph),
                      _i(pw), _i(sh), _i(sw), _i(dh), _i(dw), _i(oh), _i(ow), x)
+        return x
+
+    def _ints(self, values):
+        return self.xp.asarray(np.asarray(values, dtype=np.int32))
+
+    def _nd_args(self, n, c, size, kernel, pad, stride, dilation, out_shape):
+        return (_i(n), _i(c), _i(len(size))) + tuple(self._ints(v) for v in (size, kernel, pad, stride, dilation,
+                                                                             out_shape))
+
+    def im2col_nd(self, x, kernel, pad, stride, dilation, out_shape, out=None):
+        x = self._f32(x)
+        n, c, size = x.shape[0], x.shape[1], x.shape[2:]
+        taps, area = int(np.prod(kernel)), int(np.prod(out_shape))
+        total = c * taps * n * area
+        cols = out[:total] if out is not None and out.size >= total and out.dtype == x.dtype else \
+            self.xp.empty(total, dtype=x.dtype)
+        self._launch("im2col_nd", c * n * area, x, *self._nd_args(n, c, size, kernel, pad, stride, dilation,
+                                                                   out_shape), cols)
+        return cols.reshape(c * taps, n * area)
+
+    def col2im_nd(self, cols, x_shape, kernel, pad, stride, dilation, out_shape):
+        x = self.xp.empty(tuple(x_shape), dtype=self.xp.float32)
+        self._launch("col2im_nd", x.size, self._f32(cols), *self._nd_args(x_shape[0], x_shape[1], x_shape[2:],
+                                                                          kernel, pad, stride, dilation,
+                                                                          out_shape), x)
         return x
 
     # -- pooling ----------------------------------------------------------------
@@ -135,6 +160,61 @@ class CudaOps:
         self._launch("softmax_loss_backward", dx.size, self._f32(prob), self._f32(label), _i(classes), _i(inner),
                      _i(ignore_label is not None), _i(ignore_label or 0), dx)
         return dx
+
+    # -- indexing layers -------------------------------------------------------------
+    def tile_forward(self, x, outer, inner, tiles):
+        y = self.xp.empty((outer, tiles * inner), dtype=self.xp.float32)
+        self._launch("tile_forward", y.size, self._f32(x), _i(inner), _i(tiles), y)
+        return y
+
+    def tile_backward(self, dy, outer, inner, tiles):
+        dx = self.xp.empty((outer, inner), dtype=self.xp.float32)
+        self._launch("tile_backward", dx.size, self._f32(dy), _i(inner), _i(tiles), dx)
+        return dx
+
+    def batch_reindex_forward(self, x, index):
+        y = self.xp.empty((index.size, x.shape[1]), dtype=self.xp.float32)
+        self._launch("batch_reindex_forward", y.size, self._f32(x), self._f32(index), _i(x.shape[1]), y)
+        return y
+
+    def batch_reindex_backward(self, dy, index, n):
+        dx = self.xp.empty((n, dy.shape[1]), dtype=self.xp.float32)
+        self._launch("batch_reindex_backward", dx.size, self._f32(dy), self._f32(index), _i(index.size),
+                     _i(dy.shape[1]), dx)
+        return dx
+
+    def embed_forward(self, index, weight, bias):
+        rows, dim = weight.shape
+        y = self.xp.empty((index.size, dim), dtype=self.xp.float32)
+        bias = self.xp.zeros(dim, dtype=self.xp.float32) if bias is None else self._f32(bias)
+        self._launch("embed_forward", y.size, self._f32(index), self._f32(weight), bias, _i(rows), _i(dim), y)
+        return y
+
+    def embed_backward(self, dy, index, weight_diff):
+        rows, dim = weight_diff.shape
+        self._launch("embed_backward", dy.size, self._f32(dy), self._f32(index), _i(rows), _i(dim), weight_diff)
+
+    def argmax_topk(self, x, top_k):
+        outer, dim, inner = x.shape
+        index = self.xp.empty((outer, top_k, inner), dtype=self.xp.float32)
+        value = self.xp.empty((outer, top_k, inner), dtype=self.xp.float32)
+        self._launch("argmax_topk", outer * inner, self._f32(x), _i(dim), _i(inner), _i(top_k), index, value)
+        return index, value
+
+    # -- LSTM unit -----------------------------------------------------------------------
+    def lstm_unit_forward(self, c_prev, x, cont):
+        c = self.xp.empty(c_prev.shape, dtype=self.xp.float32)
+        h = self.xp.empty(c_prev.shape, dtype=self.xp.float32)
+        self._launch("lstm_unit_forward", c.size, self._f32(c_prev), self._f32(x), self._f32(cont),
+                     _i(c_prev.shape[1]), c, h)
+        return c, h
+
+    def lstm_unit_backward(self, c_prev, x, cont, c, dc, dh):
+        dc_prev = self.xp.empty(c_prev.shape, dtype=self.xp.float32)
+        dx = self.xp.empty(x.shape, dtype=self.xp.float32)
+        self._launch("lstm_unit_backward", c.size, self._f32(c_prev), self._f32(x), self._f32(cont), self._f32(c),
+                     self._f32(dc), self._f32(dh), _i(c_prev.shape[1]), dc_prev, dx)
+        return dc_prev, dx
 
     # -- solver ----------------------------------------------------------------------
     @staticmethod

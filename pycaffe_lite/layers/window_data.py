@@ -91,7 +91,7 @@ class WindowDataLayer(_PrefetchingLayer):
                 line = windows[0][6] if windows else 0
                 raise self.error("%s: image %d (%s) does not exist (window file block before line %d; paths are "
                                  "root_folder + the listed path)" % (p.source, index, path, line), FormatError)
-            self.images.append(path)
+            self.images.append(os.path.abspath(path))    # the prefetch thread must not depend on the cwd
             for label, overlap, x1, y1, x2, y2, line in windows:
                 entry = (index, label, overlap, x1, y1, x2, y2, line)
                 if overlap >= p.fg_threshold:
