@@ -394,17 +394,22 @@ class Solver:
         protoio.write_binary(path, state)
         return path
 
-    def _data_layers(self):
+    def _layers_with(self, method):
+        """(train/NAME or testI/NAME, layer) for every layer that has `method`."""
         nets = [("train", self.net)] + [("test%d" % i, n) for i, n in enumerate(self.test_nets)]
         for tag, net in nets:
             for name, layer in zip(net._layer_names, net.layers):
-                if hasattr(layer, "get_state"):
+                if hasattr(layer, method):
                     yield "%s/%s" % (tag, name), layer
 
     def _save_streams(self, state):
-        for name, layer in self._data_layers():
+        for name, layer in self._layers_with("get_state"):
             read, rnd = layer.get_state()
             state.data_state.add(layer=name, records_read=read, random_state=rnd)
+        for name, layer in self._layers_with("carried_state"):
+            entry = state.layer_state.add(layer=name)
+            for blob in layer.carried_state():
+                blob.to_proto(entry.blobs.add())
         state.random_state = json.dumps(backend.rng().bit_generator.state).encode()
         state.smoothed_loss = self.smoothed_loss
 
@@ -438,12 +443,18 @@ class Solver:
         self.current_step = state.current_step
         self._last_step_logged = self.current_step
         if len(state.data_state):
-            layers = dict(self._data_layers())
+            layers = dict(self._layers_with("get_state"))
             for entry in state.data_state:
                 if entry.layer in layers:
                     layers[entry.layer].set_state(entry.records_read, entry.random_state)
             if state.random_state:
                 backend.rng().bit_generator.state = json.loads(state.random_state.decode())
+        if len(state.layer_state):
+            layers = dict(self._layers_with("carried_state"))
+            for entry in state.layer_state:
+                if entry.layer in layers:
+                    for proto, blob in zip(entry.blobs, layers[entry.layer].carried_state()):
+                        blob.from_proto(proto)
 
 
 def _typed(name):

@@ -35,15 +35,41 @@ class HDF5DataLayer(Layer):
         if not self.files:
             raise self.error("%s names no HDF5 files" % p.source, FormatError)
         self.names = list(self.param.top)
-        self.rng = np.random.default_rng(0)
-        self.file_order = list(range(len(self.files)))
-        if p.shuffle:
-            self.rng.shuffle(self.file_order)
-        self.file_pos, self.row = 0, 0
-        self._load(self.file_order[0])
+        self._start()
         for blob, name in zip(top, self.names):
             blob.reshape((p.batch_size,) + self.arrays[name].shape[1:])
         del h5py
+
+    def _start(self):
+        self.rng = np.random.default_rng(0)
+        self.file_order = list(range(len(self.files)))
+        if self.param.hdf5_data_param.shuffle:
+            self.rng.shuffle(self.file_order)
+        self.file_pos, self.row, self.records_read = 0, 0, 0
+        self._load(self.file_order[0])
+
+    # The order of rows depends only on how many were read (the shuffles use
+    # a fixed seed), so the position is that count: resume replays it.
+    def get_state(self):
+        return self.records_read, b""
+
+    def set_state(self, records_read, random_state):
+        self._start()
+        for _ in range(int(records_read)):
+            self._next_row()
+
+    def _next_row(self):
+        if self.row >= len(self.rows):
+            self.row = 0
+            self.file_pos = (self.file_pos + 1) % len(self.files)
+            if self.file_pos == 0 and self.param.hdf5_data_param.shuffle:
+                self.rng.shuffle(self.file_order)
+            if len(self.files) > 1 or self.param.hdf5_data_param.shuffle:
+                self._load(self.file_order[self.file_pos])
+        r = self.rows[self.row]
+        self.row += 1
+        self.records_read += 1
+        return r
 
     def _load(self, index):
         h5py = _h5py()
@@ -70,17 +96,9 @@ class HDF5DataLayer(Layer):
     def forward(self, bottom, top):
         n = self.param.hdf5_data_param.batch_size
         for i in range(n):
-            if self.row >= len(self.rows):
-                self.row = 0
-                self.file_pos = (self.file_pos + 1) % len(self.files)
-                if self.file_pos == 0 and self.param.hdf5_data_param.shuffle:
-                    self.rng.shuffle(self.file_order)
-                if len(self.files) > 1 or self.param.hdf5_data_param.shuffle:
-                    self._load(self.file_order[self.file_pos])
-            r = self.rows[self.row]
+            r = self._next_row()
             for blob, name in zip(top, self.names):
                 blob.dev_data[i] = self.xp.asarray(self.arrays[name][r])
-            self.row += 1
 
 
 @register("HDF5Output")

@@ -192,6 +192,11 @@ class _RecurrentLayer(Layer):
             raise self.error("cannot backpropagate to the sequence indicators (cont); set propagate_down: false")
         self.net.backward_from_to(self._last, 0)
 
+    def carried_state(self):
+        """The blobs the next forward starts from (kept in our solverstate, so
+        a resumed run continues its sequences exactly)."""
+        return [self.net.blobs[name] for name in self.recur_outputs]
+
 
 def _inner_product(num_output, axis, weight_filler, bias_filler=None):
     p = pb.InnerProductParameter(num_output=num_output, axis=axis, bias_term=bias_filler is not None)
