@@ -18,8 +18,9 @@ setup(
     ],
     extras_require={
         "gpu": ["cupy-cuda13x"],
-        "test": ["pytest", "grpcio-tools==1.85.1", "matplotlib", "scikit-learn", "h5py"],
+        "test": ["pytest", "grpcio-tools==1.85.1", "matplotlib", "scikit-learn", "h5py", "plyvel"],
         "hdf5": ["h5py"],
+        "leveldb": ["plyvel"],
         "draw": ["pydot"],
         "bench": ["torch==2.13.0", "threadpoolctl"],
     },
