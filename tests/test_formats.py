@@ -140,3 +140,23 @@ def test_deprecated_input_fields_become_an_input_layer(tmp_path):
     assert net.inputs == ["a", "b"]
     out = net.forward(a=np.ones((2, 3)), b=np.full((2, 3), 2.0))
     np.testing.assert_array_equal(out["s"], np.full((2, 3), 3.0, np.float32))
+
+
+@pytest.mark.parametrize("message,field,number,default", [
+    ("PoolingParameter", "round_mode", 13, 0),            # CEIL
+    ("LayerParameter", "clip_param", 148, None),
+    ("LayerParameter", "swish_param", 147, None),
+    ("ClipParameter", "min", 1, None),
+    ("ClipParameter", "max", 2, None),
+    ("SwishParameter", "beta", 1, 1.0),
+    ("SolverParameter", "layer_wise_reduce", 41, True),
+    ("SolverParameter", "weights", 42, None),
+    ("RecurrentParameter", "expose_hidden", 5, False),
+    ("WindowDataParameter", "context_pad", 10, 0),
+])
+def test_schema_fields_match_caffe(message, field, number, default):
+    from pycaffe_lite.proto import caffe_pb2
+    desc = getattr(caffe_pb2, message).DESCRIPTOR.fields_by_name[field]
+    assert desc.number == number
+    if default is not None:
+        assert desc.default_value == default

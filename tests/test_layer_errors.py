@@ -111,3 +111,14 @@ def test_embed_refuses_backward_into_its_indices(tmp_path):
     net.forward()
     with pytest.raises(CaffeError, match=r"layer 'emb'.*cannot backpropagate to the indices.*propagate_down: false"):
         net.backward(y=np.ones((3, 2), np.float32))
+
+
+def test_layer_type_list_is_caffes():
+    """The 61 types BVLC Caffe registers (layer_factory.cpp and REGISTER_LAYER_CLASS)."""
+    caffes = """AbsVal Accuracy ArgMax BNLL BatchNorm BatchReindex Bias Clip Concat ContrastiveLoss Convolution Crop
+    Data Deconvolution Dropout DummyData ELU Eltwise Embed EuclideanLoss Exp Filter Flatten HDF5Data HDF5Output
+    HingeLoss Im2col ImageData InfogainLoss InnerProduct Input LRN LSTM LSTMUnit Log MVN MemoryData
+    MultinomialLogisticLoss PReLU Parameter Pooling Power Python RNN ReLU Reduction Reshape SPP Scale Sigmoid
+    SigmoidCrossEntropyLoss Silence Slice Softmax SoftmaxWithLoss Split Swish TanH Threshold Tile WindowData""".split()
+    assert len(caffes) == 61
+    assert caffe.layer_type_list() == sorted(caffes)
