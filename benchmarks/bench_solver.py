@@ -20,7 +20,7 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 
 import pycaffe_lite as caffe  # noqa: E402
-from pycaffe_lite import log  # noqa: E402
+from pycaffe_lite import glog  # noqa: E402
 from pycaffe_lite.proto import caffe_pb2 as pb  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -32,7 +32,7 @@ def main():
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--iters", type=int, default=3)
     args = ap.parse_args()
-    log.logger.setLevel(logging.WARNING)
+    glog.logger.setLevel(logging.WARNING)
     param = pb.SolverParameter(base_lr=0.01, lr_policy="step", gamma=0.1, stepsize=100000, momentum=0.9,
                                weight_decay=0.0005, max_iter=1000, display=0, solver_mode=pb.SolverParameter.CPU,
                                random_seed=1)

@@ -2,15 +2,21 @@
 
 Scripts written for pycaffe run with `import pycaffe_lite as caffe`."""
 from . import layers as _layers  # noqa: F401  (registers the layer types)
-from .backend import set_device, set_mode_cpu, set_mode_gpu, set_random_seed
+from .backend import (set_device, set_mode_cpu, set_mode_gpu, set_multiprocess, set_random_seed, set_solver_count,
+                      set_solver_rank, solver_count, solver_rank)
 from .blob import Blob
+from .glog import init_log, log
+from .parallel import NCCL, has_nccl
+from .timer import Timer
 from .errors import CaffeError, ConfigError, FormatError, ShapeError
 from .layer import Layer, layer_type_list
 from .net import TEST, TRAIN, Net
 from .proto import caffe_pb2
-from . import draw, io
+from . import io
 from .net_spec import NetSpec, layers, params, to_proto
 from .classifier import Classifier
+from .detector import Detector
+from . import coord_map, detector, draw, pycaffe  # noqa: F401  (pycaffe's module names)
 from .solver import (AdaDeltaSolver, AdaGradSolver, AdamSolver, NesterovSolver, RMSPropSolver, SGDSolver,
                      Solver, get_solver)
 
@@ -18,6 +24,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AdaDeltaSolver", "AdaGradSolver", "AdamSolver", "NesterovSolver", "RMSPropSolver", "SGDSolver", "Solver",
-    "get_solver", "NetSpec", "layers", "params", "to_proto", "Blob", "CaffeError", "Classifier", "io", "ConfigError", "FormatError", "Layer", "Net", "ShapeError", "TEST", "TRAIN",
-    "caffe_pb2", "layer_type_list", "set_device", "set_mode_cpu", "set_mode_gpu", "set_random_seed",
+    "get_solver", "NetSpec", "layers", "params", "to_proto", "Blob", "CaffeError", "Classifier", "Detector", "io",
+    "ConfigError", "FormatError", "Layer", "Net", "ShapeError", "TEST", "TRAIN", "NCCL", "Timer", "caffe_pb2",
+    "layer_type_list", "set_device", "set_mode_cpu", "set_mode_gpu", "set_random_seed", "init_log", "log",
+    "has_nccl", "solver_count", "set_solver_count", "solver_rank", "set_solver_rank", "set_multiprocess",
 ]

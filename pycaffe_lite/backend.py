@@ -98,3 +98,34 @@ def rng():
 
 def set_random_seed(seed):
     _rng["rng"] = np.random.default_rng(int(seed) & 0xFFFFFFFFFFFFFFFF)
+
+
+# Data-parallel training (pycaffe's solver_count/solver_rank): how many
+# solvers run together and which one this is. Rank 0 tests, logs and snapshots.
+_parallel = {"count": 1, "rank": 0, "multiprocess": False}
+
+
+def solver_count():
+    return _parallel["count"]
+
+
+def set_solver_count(count):
+    if int(count) < 1:
+        raise ValueError("solver_count must be at least 1, got %s" % count)
+    _parallel["count"] = int(count)
+
+
+def solver_rank():
+    return _parallel["rank"]
+
+
+def set_solver_rank(rank):
+    _parallel["rank"] = int(rank)
+
+
+def set_multiprocess(flag):
+    _parallel["multiprocess"] = bool(flag)
+
+
+def multiprocess():
+    return _parallel["multiprocess"]

@@ -208,15 +208,16 @@ class Net:
 
         self.layers, self._layer_names = [], []
         self._blobs, self._blob_names, self._blob_index = [], [], {}
-        self._bottom_ids, self._top_ids = [], []
+        self._layer_bottoms, self._layer_tops = [], []
         self._bottom_need_backward, self._blob_need_backward = [], []
-        self._input_ids = []
+        self._input_index = []
         self._params, self._param_owner = [], []
         self._param_layer_indices = []
         self._param_names_index = {}
         self._learnable_params = []
         self._params_lr, self._params_weight_decay = [], []
         self._layer_need_backward = []
+        self._callbacks = {k: [] for k in ("before_forward", "after_forward", "before_backward", "after_backward")}
         available = OrderedDict()
 
         for li, lp in enumerate(self._param.layer):
@@ -239,7 +240,7 @@ class Net:
                 bottoms.append(bid)
                 bottom_nb.append(bool(lp.propagate_down[j]) if len(lp.propagate_down)
                                  else self._blob_need_backward[bid])
-            self._bottom_ids.append(bottoms)
+            self._layer_bottoms.append(bottoms)
             self._bottom_need_backward.append(bottom_nb)
             tops = []
             for j, name in enumerate(lp.top):
@@ -256,10 +257,10 @@ class Net:
                     self._blob_index[name] = bid
                     self._blob_need_backward.append(False)
                     if lp.type == "Input":
-                        self._input_ids.append(bid)
+                        self._input_index.append(bid)
                 tops.append(bid)
                 available[name] = bid
-            self._top_ids.append(tops)
+            self._layer_tops.append(tops)
 
             bottom_blobs = [self._blobs[b] for b in bottoms]
             top_blobs = [self._blobs[t] for t in tops]
@@ -289,7 +290,7 @@ class Net:
         self._analyse_backward(param.force_backward)
         for layer, need in zip(self.layers, self._layer_need_backward):
             layer.need_backward = need
-        self._output_ids = sorted(available.values(), key=lambda b: self._blob_names[b])
+        self._output_index = sorted(available.values(), key=lambda b: self._blob_names[b])
         self._build_dicts()
 
     def _append_param(self, li, p, spec):
@@ -337,7 +338,7 @@ class Net:
         for li in reversed(range(len(self.layers))):
             layer = self.layers[li]
             contributes, skip_down = False, True
-            for j, t in enumerate(self._top_ids[li]):
+            for j, t in enumerate(self._layer_tops[li]):
                 if layer.loss_weights[j] or t in under_loss:
                     contributes = True
                 if t not in skip:
@@ -346,10 +347,10 @@ class Net:
                     break
             if self._layer_need_backward[li] and skip_down:
                 self._layer_need_backward[li] = False
-                self._bottom_need_backward[li] = [False] * len(self._bottom_ids[li])
+                self._bottom_need_backward[li] = [False] * len(self._layer_bottoms[li])
             if not contributes:
                 self._layer_need_backward[li] = False
-            for j, b in enumerate(self._bottom_ids[li]):
+            for j, b in enumerate(self._layer_bottoms[li]):
                 if contributes:
                     under_loss.add(b)
                 else:
@@ -359,7 +360,7 @@ class Net:
         if force_backward:
             for li, layer in enumerate(self.layers):
                 self._layer_need_backward[li] = True
-                for j, b in enumerate(self._bottom_ids[li]):
+                for j, b in enumerate(self._layer_bottoms[li]):
                     nb = self._bottom_need_backward[li][j] or layer.allow_force_backward(j)
                     self._bottom_need_backward[li][j] = nb
                     self._blob_need_backward[b] = self._blob_need_backward[b] or nb
@@ -370,7 +371,7 @@ class Net:
         self._layer_dict = OrderedDict(zip(self._layer_names, self.layers))
         self._blob_loss_weights = [0.0] * len(self._blobs)
         for li, layer in enumerate(self.layers):
-            for j, t in enumerate(self._top_ids[li]):
+            for j, t in enumerate(self._layer_tops[li]):
                 if layer.loss_weights[j]:
                     self._blob_loss_weights[t] = layer.loss_weights[j]
 
@@ -393,21 +394,21 @@ class Net:
 
     @property
     def inputs(self):
-        return [self._blob_names[i] for i in self._input_ids]
+        return [self._blob_names[i] for i in self._input_index]
 
     @property
     def outputs(self):
-        return [self._blob_names[i] for i in self._output_ids]
+        return [self._blob_names[i] for i in self._output_index]
 
     @property
     def top_names(self):
         return OrderedDict((n, [self._blob_names[t] for t in ids])
-                           for n, ids in zip(self._layer_names, self._top_ids))
+                           for n, ids in zip(self._layer_names, self._layer_tops))
 
     @property
     def bottom_names(self):
         return OrderedDict((n, [self._blob_names[b] for b in ids])
-                           for n, ids in zip(self._layer_names, self._bottom_ids))
+                           for n, ids in zip(self._layer_names, self._layer_bottoms))
 
     @property
     def learnable_params(self):
@@ -422,10 +423,10 @@ class Net:
         return list(self._params_weight_decay)
 
     def _bottom(self, li):
-        return [self._blobs[b] for b in self._bottom_ids[li]]
+        return [self._blobs[b] for b in self._layer_bottoms[li]]
 
     def _top(self, li):
-        return [self._blobs[t] for t in self._top_ids[li]]
+        return [self._blobs[t] for t in self._layer_tops[li]]
 
     # -- running ---------------------------------------------------------
     def _layer_index(self, name, what):
@@ -434,22 +435,72 @@ class Net:
         except ValueError:
             raise ConfigError("%s: no layer named '%s' in the net" % (what, name)) from None
 
+    def _named(self, layer, error):
+        """`error` with the layer's name in front, unless it names it already."""
+        if "layer '%s'" % layer.name in str(error):
+            return error
+        return type(error)("layer '%s' (%s): %s" % (layer.name, layer.param.type, error))
+
     def forward_from_to(self, start, end):
         loss = 0.0
+        before, after = self._callbacks["before_forward"], self._callbacks["after_forward"]
         for li in range(start, end + 1):
             layer = self.layers[li]
+            for fn in before:
+                fn(li)
             try:
                 loss += layer.run_forward(self._bottom(li), self._top(li))
             except CaffeError as e:
-                if "layer '%s'" % layer.name in str(e):
-                    raise
-                raise type(e)("layer '%s' (%s): %s" % (layer.name, layer.param.type, e)) from None
+                raise self._named(layer, e) from None
+            for fn in after:
+                fn(li)
         return loss
 
     def backward_from_to(self, start, end):
+        before, after = self._callbacks["before_backward"], self._callbacks["after_backward"]
         for li in range(start, end - 1, -1):
+            for fn in before:
+                fn(li)
             if self._layer_need_backward[li]:
-                self.layers[li].backward(self._top(li), self._bottom_need_backward[li], self._bottom(li))
+                layer = self.layers[li]
+                try:
+                    layer.backward(self._top(li), self._bottom_need_backward[li], self._bottom(li))
+                except CaffeError as e:
+                    raise self._named(layer, e) from None
+            for fn in after:
+                fn(li)
+
+    # pycaffe's index-based entry points and callbacks (python/train.py times
+    # layers with them; data-parallel training reduces gradients in them).
+    _forward = forward_from_to
+    _backward = backward_from_to
+
+    def before_forward(self, callback):
+        """callback(layer index) before each layer's forward."""
+        self._callbacks["before_forward"].append(callback)
+
+    def after_forward(self, callback):
+        self._callbacks["after_forward"].append(callback)
+
+    def before_backward(self, callback):
+        self._callbacks["before_backward"].append(callback)
+
+    def after_backward(self, callback):
+        self._callbacks["after_backward"].append(callback)
+
+    @property
+    def _inputs(self):
+        return list(self._input_index)
+
+    @property
+    def _outputs(self):
+        return list(self._output_index)
+
+    def _top_ids(self, i):
+        return list(self._layer_tops[i])
+
+    def _bottom_ids(self, i):
+        return list(self._layer_bottoms[i])
 
     def _set_arrays(self, arrays, expected, field, what):
         """Write pycaffe-style keyword arrays into the named blobs' data or diff."""
@@ -494,28 +545,52 @@ class Net:
         self.backward_from_to(start_i, end_i)
         return {name: self.blobs[name].diff for name in outputs}
 
+    def _batch(self, blobs):
+        """Batches of the first blob's batch size from {name: array}; the last
+        one padded with zeros (pycaffe's Net._batch)."""
+        if not blobs:
+            return
+        num = len(next(iter(blobs.values())))
+        batch = self._blobs[0].shape[0]
+        for start in range(0, num - num % batch, batch):
+            yield {name: np.asarray(v[start:start + batch]) for name, v in blobs.items()}
+        rest = num % batch
+        if rest:
+            yield {name: np.concatenate([np.asarray(v[num - rest:]),
+                                         np.zeros((batch - rest,) + np.asarray(v).shape[1:])])
+                   for name, v in blobs.items()}
+
     def forward_all(self, blobs=None, **kwargs):
-        """Forward any number of inputs through the net, a batch at a time
-        (the last batch padded); returns {output: all of its rows}."""
-        outputs = list(self.outputs) + [b for b in (blobs or []) if b not in self.outputs]
-        collected = {name: [] for name in outputs}
+        """Forward any number of inputs a batch at a time (the last batch
+        padded); returns {output: all of its rows}."""
+        outputs = set(self.outputs + list(blobs or []))
         if not kwargs:
             out = self.forward(blobs=blobs)
             return {name: out[name].copy() for name in outputs}
-        n = len(next(iter(kwargs.values())))
-        batch = self.blobs[self.inputs[0]].shape[0]
-        for start in range(0, n, batch):
-            chunk = {}
-            for name, value in kwargs.items():
-                part = np.asarray(value[start:start + batch])
-                if len(part) < batch:
-                    pad = np.zeros((batch - len(part),) + part.shape[1:], part.dtype)
-                    part = np.concatenate([part, pad])
-                chunk[name] = part
-            out = self.forward(blobs=blobs, **chunk)
+        collected = {name: [] for name in outputs}
+        for batch in self._batch(kwargs):
+            out = self.forward(blobs=blobs, **batch)
             for name in outputs:
-                collected[name].append(out[name][:min(batch, n - start)].copy())
-        return {name: np.concatenate(parts) for name, parts in collected.items()}
+                collected[name].extend(out[name].copy())
+        n = len(next(iter(kwargs.values())))
+        return {name: np.asarray(rows[:n]) for name, rows in collected.items()}
+
+    def forward_backward_all(self, blobs=None, diffs=None, **kwargs):
+        """forward_all and backward together: inputs and output diffs by name,
+        a batch at a time; returns ({output: rows}, {input diff: rows})."""
+        outs = {name: [] for name in set(self.outputs + list(blobs or []))}
+        grads = {name: [] for name in set(self.inputs + list(diffs or []))}
+        forward = list(self._batch({k: v for k, v in kwargs.items() if k in self.inputs}))
+        backward = list(self._batch({k: v for k, v in kwargs.items() if k in self.outputs}))
+        for i in range(max(len(forward), len(backward), 1)):
+            out = self.forward(blobs=blobs, **(forward[i] if i < len(forward) else {}))
+            grad = self.backward(diffs=diffs, **(backward[i] if i < len(backward) else {}))
+            for name, rows in out.items():
+                outs[name].extend(rows.copy())
+            for name, rows in grad.items():
+                grads[name].extend(rows.copy())
+        n = len(next(iter(kwargs.values()))) if kwargs else None
+        return ({k: np.asarray(v[:n]) for k, v in outs.items()}, {k: np.asarray(v[:n]) for k, v in grads.items()})
 
     def forward_backward(self):
         loss = self.forward_from_to(0, len(self.layers) - 1)
@@ -532,6 +607,13 @@ class Net:
             blob.dev_data[...] -= blob.dev_diff
 
     def clear_param_diffs(self):
+        """Zero every parameter diff now (the arrays a user holds included)."""
+        for blob in self._learnable_params:
+            blob.dev_diff[...] = 0
+
+    def _mark_param_diffs_clear(self):
+        """The solver's clear: the memory is zeroed when a layer first touches
+        it, and a layer that overwrites the whole diff never pays for it."""
         for blob in self._learnable_params:
             blob.zero_diff()
 
@@ -565,6 +647,19 @@ class Net:
                 blob.from_proto(proto, reshape=False)
 
     copy_trained_layers_from = copy_from
+
+    def save_hdf5(self, path, write_diff=False):
+        """The weights as Caffe's HDF5 layout: data/<layer>/<i> (and diff/...)."""
+        from .hdf5_weights import save_net
+        save_net(self, str(path), write_diff)
+
+    def load_hdf5(self, path):
+        """Weights by layer name from save_hdf5's (or Caffe's) HDF5 layout."""
+        from .hdf5_weights import load_net
+        load_net(self, str(path))
+
+    def _set_input_arrays(self, data, labels):
+        self.set_input_arrays(data, labels)
 
     def set_input_arrays(self, data, labels):
         """Hand arrays to the MemoryData layer that starts the net (pycaffe)."""

@@ -60,6 +60,9 @@ class Function:
 
     def __init__(self, type_name, inputs, params):
         self.type_name = type_name
+        for index, value in enumerate(inputs):
+            if not isinstance(value, Top):
+                raise TypeError("%s input %d is not a Top (type is %s)" % (type_name, index, type(value)))
         self.inputs = inputs
         self.params = params
         self.ntop = self.params.pop("ntop", 1)

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from . import backend, log, protoio
+from . import backend, glog, protoio
 from .blob import Blob
 from .errors import CaffeError, ConfigError, FormatError
 from .net import Net
@@ -62,7 +62,7 @@ class Solver:
             backend.set_device(p.device_id)
         if p.random_seed >= 0:
             backend.set_random_seed(p.random_seed)
-        log.info("Initializing solver from parameters: \n%s", str(p))
+        glog.info("Initializing solver from parameters: \n%s", str(p))
         self.net = self._train_net()
         self.test_nets = self._test_nets()
         for t in self.test_nets:
@@ -76,7 +76,8 @@ class Solver:
         self._requested = None        # "snapshot" or "stop", set by signal handlers
         self.early_exit = False
         self.progress = None          # a tqdm bar, when the caller wants one
-        log.info("Solver scaffolding done.")
+        self._callbacks = []          # objects with on_start() and on_gradients_ready()
+        glog.info("Solver scaffolding done.")
 
     # -- nets --------------------------------------------------------------
     def _train_net(self):
@@ -92,7 +93,7 @@ class Solver:
         else:
             net_param, where = pb.NetParameter(), field
             net_param.CopyFrom(getattr(p, field))
-        log.info("Creating training net from %s", where)
+        glog.info("Creating training net from %s", where)
         state = pb.NetState(phase=pb.TRAIN)
         state.MergeFrom(net_param.state)
         state.MergeFrom(p.train_state)
@@ -125,7 +126,7 @@ class Solver:
             sources += [(base, where)] * n_generic
         nets = []
         for i, (net_param, where) in enumerate(sources):
-            log.info("Creating test net (#%d) specified by %s", i, where)
+            glog.info("Creating test net (#%d) specified by %s", i, where)
             state = pb.NetState(phase=pb.TEST)
             state.MergeFrom(net_param.state)
             if len(p.test_state):
@@ -161,11 +162,16 @@ class Solver:
         self._losses, self.smoothed_loss = [], 0.0
         timer, last_iter = time.time(), self.iter
         while self.iter < stop_iter:
-            self.net.clear_param_diffs()
+            if self._callbacks:       # a callback may look at the diffs: clear them for real
+                self.net.clear_param_diffs()
+            else:
+                self.net._mark_param_diffs_clear()
             if p.test_interval and self.iter % p.test_interval == 0 and (self.iter > 0 or p.test_initialization):
                 self.test_all()
                 if self.early_exit:
                     break
+            for cb in self._callbacks:
+                cb.on_start()
             display = p.display and self.iter % p.display == 0
             loss = 0.0
             for _ in range(max(1, p.iter_size)):
@@ -177,10 +183,12 @@ class Solver:
             if display:
                 lapse = time.time() - timer
                 per_s = (self.iter - last_iter) / (lapse or 1)
-                log.info("Iteration %d (%s iter/s, %ss/%d iters), loss = %s", self.iter, _fmt(per_s),
+                glog.info("Iteration %d (%s iter/s, %ss/%d iters), loss = %s", self.iter, _fmt(per_s),
                          _fmt(lapse), p.display, _fmt(self.smoothed_loss))
                 timer, last_iter = time.time(), self.iter
                 self._log_outputs(self.net, "Train", lambda v: v)
+            for cb in self._callbacks:
+                cb.on_gradients_ready()
             self.apply_update()
             self.iter += 1
             if self.progress is not None:
@@ -192,6 +200,22 @@ class Solver:
                 self.early_exit = True
                 break
 
+    def add_callback(self, on_start, on_gradients_ready=None):
+        """pycaffe's Solver.add_callback: two callables, run at the start of
+        each iteration and once its gradients are ready (before the update),
+        or one object with on_start() and on_gradients_ready() (caffe.NCCL)."""
+        if on_gradients_ready is None:
+            if not (hasattr(on_start, "on_start") and hasattr(on_start, "on_gradients_ready")):
+                raise TypeError("add_callback takes (on_start, on_gradients_ready) callables, or an object with "
+                                "on_start() and on_gradients_ready() such as caffe.NCCL")
+            self._callbacks.append(on_start)
+            return
+        self._callbacks.append(_Callback(on_start, on_gradients_ready))
+
+    def share_weights(self, net):
+        """Make `net` use this solver's train-net weights (pycaffe's share_weights)."""
+        net.share_with(self.net)
+
     def _log_outputs(self, net, kind, scale, values=None):
         k = 0
         for j, name in enumerate(net.outputs):
@@ -201,7 +225,7 @@ class Solver:
             for v in np.atleast_1d(vals):
                 v = f32(scale(v))
                 extra = " (* %s = %s loss)" % (_fmt(weight), _fmt(f32(weight) * v)) if weight else ""
-                log.info("    %s net output #%d: %s = %s%s", kind, k, name, _fmt(v), extra)
+                glog.info("    %s net output #%d: %s = %s%s", kind, k, name, _fmt(v), extra)
                 k += 1
 
     def _diverged(self, loss):
@@ -214,26 +238,26 @@ class Solver:
 
     def solve(self, resume_file=None):
         p = self.param
-        log.info("Solving %s", self.net.name)
-        log.info("Learning Rate Policy: %s", p.lr_policy)
+        glog.info("Solving %s", self.net.name)
+        glog.info("Learning Rate Policy: %s", p.lr_policy)
         self.early_exit = False
         if resume_file:
-            log.info("Restoring previous solver status from %s", resume_file)
+            glog.info("Restoring previous solver status from %s", resume_file)
             self.restore(resume_file)
         start_iter = self.iter
         self.step(p.max_iter - self.iter)
         if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0):
             self.snapshot()
         if self.early_exit:
-            log.info("Optimization stopped early.")
+            glog.info("Optimization stopped early.")
             return
         if p.display and self.iter % p.display == 0:
             loss = float(f32(self.net.forward_from_to(0, len(self.net.layers) - 1)))
             self._update_smoothed_loss(loss, start_iter)
-            log.info("Iteration %d, loss = %s", self.iter, _fmt(self.smoothed_loss))
+            glog.info("Iteration %d, loss = %s", self.iter, _fmt(self.smoothed_loss))
         if p.test_interval and self.iter % p.test_interval == 0:
             self.test_all()
-        log.info("Optimization Done.")
+        glog.info("Optimization Done.")
 
     def test_all(self):
         for i in range(len(self.test_nets)):
@@ -241,7 +265,7 @@ class Solver:
 
     def test(self, i):
         p = self.param
-        log.info("Iteration %d, Testing net (#%d)", self.iter, i)
+        glog.info("Iteration %d, Testing net (#%d)", self.iter, i)
         net = self.test_nets[i]
         scores, loss = None, 0.0
         for _ in range(p.test_iter[i]):
@@ -257,10 +281,10 @@ class Solver:
             result = [net.blobs[name].data.astype(np.float32).ravel().copy() for name in net.outputs]
             scores = result if scores is None else [s + r for s, r in zip(scores, result)]
         if self.early_exit:
-            log.info("Test interrupted.")
+            glog.info("Test interrupted.")
             return
         if p.test_compute_loss:
-            log.info("Test loss: %s", _fmt(loss / p.test_iter[i]))
+            glog.info("Test loss: %s", _fmt(loss / p.test_iter[i]))
         n = f32(p.test_iter[i])
         self.last_test_scores = {name: s / n for name, s in zip(net.outputs, scores or [])}
         self._log_outputs(net, "Test", lambda v: v / n, scores)
@@ -270,11 +294,11 @@ class Solver:
         p = self.param
         rate, self.current_step = learning_rate(p, self.iter, self.current_step)
         if p.lr_policy == "multistep" and self._last_step_logged != self.current_step and self.current_step:
-            log.info("MultiStep Status: Iteration %d, step = %d", self.iter, self.current_step)
+            glog.info("MultiStep Status: Iteration %d, step = %d", self.iter, self.current_step)
         self._last_step_logged = self.current_step
         self.last_lr = rate
         if p.display and self.iter % p.display == 0:
-            log.info("Iteration %d, lr = %s", self.iter, _fmt(rate))
+            glog.info("Iteration %d, lr = %s", self.iter, _fmt(rate))
         params = self.net.learnable_params
         self._clip_gradients(params)
         decay = f32(p.weight_decay)
@@ -317,7 +341,7 @@ class Solver:
         norm = f32(np.sqrt(sumsq))
         if norm > clip:
             factor = clip / norm
-            log.info("Gradient clipping: scaling down gradients (L2 norm %s > %s) by scale factor %s",
+            glog.info("Gradient clipping: scaling down gradients (L2 norm %s > %s) by scale factor %s",
                      _fmt(norm), _fmt(clip), _fmt(factor))
             for b in params:
                 b.dev_diff[...] *= factor
@@ -337,15 +361,10 @@ class Solver:
         except ImportError:
             raise ConfigError("snapshot_format: HDF5 needs h5py (pip install h5py), or use BINARYPROTO") from None
         model = self._filename(".caffemodel.h5")
-        log.info("Snapshotting to HDF5 file %s", model)
-        tmp = model + ".tmp"
-        with h5py.File(tmp, "w") as f:
-            for name, layer in zip(self.net._layer_names, self.net.layers):
-                for i, blob in enumerate(layer.blobs):
-                    f.create_dataset("data/%s/%d" % (name, i), data=blob.data)
-        os.replace(tmp, model)
+        glog.info("Snapshotting to HDF5 file %s", model)
+        self.net.save_hdf5(model, self.param.snapshot_diff)
         path = self._filename(".solverstate.h5")
-        log.info("Snapshotting solver state to HDF5 file %s", path)
+        glog.info("Snapshotting solver state to HDF5 file %s", path)
         with h5py.File(path + ".tmp", "w") as f:
             f.attrs["iter"] = self.iter
             f.attrs["current_step"] = self.current_step
@@ -367,12 +386,7 @@ class Solver:
                                   % (path, len(f["history"]), len(self.history)))
             for i, h in enumerate(self.history):
                 h[...] = backend.xp().asarray(f["history/%d" % i][...])
-        with h5py.File(model, "r") as f:
-            for name, layer in zip(self.net._layer_names, self.net.layers):
-                for i, blob in enumerate(layer.blobs):
-                    key = "data/%s/%d" % (name, i)
-                    if key in f:
-                        blob.data[...] = f[key][...]
+        self.net.load_hdf5(model)
 
     def snapshot(self):
         if self.param.snapshot_format == pb.SolverParameter.HDF5:
@@ -381,7 +395,7 @@ class Solver:
         folder = os.path.dirname(model)
         if folder and not os.path.isdir(folder):
             raise ConfigError("cannot snapshot to %s: the folder %s does not exist" % (model, folder))
-        log.info("Snapshotting to binary proto file %s", model)
+        glog.info("Snapshotting to binary proto file %s", model)
         protoio.write_binary(model, self.net.to_proto(self.param.snapshot_diff))
         state = pb.SolverState(iter=self.iter, learned_net=model, current_step=self.current_step)
         for h in self.history:
@@ -390,7 +404,7 @@ class Solver:
             blob.to_proto(state.history.add())
         self._save_streams(state)
         path = self._filename(".solverstate")
-        log.info("Snapshotting solver state to binary proto file %s", path)
+        glog.info("Snapshotting solver state to binary proto file %s", path)
         protoio.write_binary(path, state)
         return path
 
@@ -455,6 +469,11 @@ class Solver:
                 if entry.layer in layers:
                     for proto, blob in zip(entry.blobs, layers[entry.layer].carried_state()):
                         blob.from_proto(proto)
+
+
+class _Callback:
+    def __init__(self, on_start, on_gradients_ready):
+        self.on_start, self.on_gradients_ready = on_start, on_gradients_ready
 
 
 def _typed(name):

@@ -4,7 +4,6 @@ and tops as Blobs (numpy .data/.diff), as in pycaffe."""
 import importlib
 import traceback
 
-from ..errors import CaffeError
 from ..layer import Layer, register
 
 
@@ -25,19 +24,21 @@ class PythonLayer(Layer):
         self.impl = cls(self.param)
         self.impl.param_str = p.param_str
         self.impl.phase = self.phase
+        self.impl.share_in_parallel = p.share_in_parallel
         self._call("setup", bottom, top)
         self.blobs = self.impl.blobs
 
     def _call(self, method, *args):
+        """Runs the user's method. An exception it raises reaches the caller
+        as it is (same type, as in pycaffe), with a note naming the layer."""
         try:
             return getattr(self.impl, method)(*args)
-        except CaffeError:
-            raise
         except Exception as e:
             where = traceback.extract_tb(e.__traceback__)[-1]
-            raise self.error("%s.%s.%s raised %s: %s (%s:%d)"
-                             % (self.param.python_param.module, self.param.python_param.layer, method,
-                                type(e).__name__, e, where.filename, where.lineno)) from None
+            e.add_note("in Python layer '%s' (%s.%s.%s, %s:%d)" % (
+                self.param.name, self.param.python_param.module, self.param.python_param.layer, method,
+                where.filename, where.lineno))
+            raise
 
     def reshape(self, bottom, top):
         self._call("reshape", bottom, top)

@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from .. import backend, log
+from .. import backend, glog
 from ..data.transformer import load_mean_file
 from ..errors import FormatError, ShapeError
 from ..layer import register
@@ -114,7 +114,7 @@ class WindowDataLayer(_PrefetchingLayer):
                 raise self.error("%s lists no %s window (overlap %s), but each batch takes %d"
                                  % (p.source, what, ">= %g" % p.fg_threshold if what == "foreground"
                                     else "< %g" % p.bg_threshold, need), FormatError)
-        log.info("WindowData %s: %d images, %d foreground and %d background windows", self.name,
+        glog.info("WindowData %s: %d images, %d foreground and %d background windows", self.name,
                  len(self.images), len(self.fg), len(self.bg))
         self.mean_image = self.mean_values = None
         if t.HasField("mean_file") and len(t.mean_value):

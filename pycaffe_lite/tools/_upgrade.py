@@ -1,7 +1,7 @@
 """What the three upgrade tools share: read, upgrade, write, report."""
 import argparse
 
-from .. import log
+from .. import glog
 from ._cli import run
 
 
@@ -14,5 +14,5 @@ def upgrade_tool(argv, doc, read, upgrade, write, what):
         message = read(args.input)
         upgrade(message, args.input)
         write(args.output, message)
-        log.info("Wrote upgraded %s to %s", what, args.output)
+        glog.info("Wrote upgraded %s to %s", what, args.output)
     return run(go, argv)

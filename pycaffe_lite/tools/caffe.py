@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from .. import backend, log
+from .. import backend, glog
 from ..errors import ConfigError
 from ..net import TEST, TRAIN, Net
 from ..proto import caffe_pb2 as pb
@@ -50,17 +50,17 @@ def _set_mode(args, solver_param=None):
         try:
             backend.set_mode_gpu()
             backend.set_device(solver_param.device_id)
-            log.info("Use GPU with device ID %d", solver_param.device_id)
+            glog.info("Use GPU with device ID %d", solver_param.device_id)
             return
         except RuntimeError as e:
-            log.warning("solver_mode is GPU but %s; training on the CPU", str(e).split(":")[0].lower())
+            glog.warning("solver_mode is GPU but %s; training on the CPU", str(e).split(":")[0].lower())
     if gpu:
         backend.set_mode_gpu()
         backend.set_device(int(gpu.split(",")[0]))
-        log.info("Use GPU with device ID %s", gpu.split(",")[0])
+        glog.info("Use GPU with device ID %s", gpu.split(",")[0])
     else:
         backend.set_mode_cpu()
-        log.info("Use CPU.")
+        glog.info("Use CPU.")
 
 
 def _phase(args, default):
@@ -87,7 +87,7 @@ def train(args):
     _set_mode(args, param)
     solver = Solver(param, source=args.solver)
     for w in [w for w in args.weights.split(",") if w]:
-        log.info("Finetuning from %s", w)
+        glog.info("Finetuning from %s", w)
         solver.net.copy_from(w)
         for t in solver.test_nets:
             t.copy_from(w)
@@ -106,8 +106,8 @@ def train(args):
             from tqdm import tqdm
             bar = tqdm(total=param.max_iter, unit="iter", dynamic_ncols=True, leave=False)
             solver.progress = bar
-            log.set_progress_bar(bar)
-        log.info("Starting Optimization")
+            glog.set_progress_bar(bar)
+        glog.info("Starting Optimization")
         if args.snapshot:
             solver.solve(args.snapshot)
             if bar is not None:
@@ -119,8 +119,8 @@ def train(args):
         signal.signal(signal.SIGHUP, old_hup)
         if bar is not None:
             bar.close()
-            log.set_progress_bar(None)
-    log.info("Optimization Done.")
+            glog.set_progress_bar(None)
+    glog.info("Optimization Done.")
     return 0
 
 
@@ -131,7 +131,7 @@ def test(args):
     net = Net(args.model, _phase(args, TEST), level=args.level, stages=_stages(args))
     for w in args.weights.split(","):
         net.copy_from(w)
-    log.info("Running for %d iterations.", args.iterations)
+    glog.info("Running for %d iterations.", args.iterations)
     scores, names, loss = None, [], 0.0
     for i in range(args.iterations):
         loss += net.forward_from_to(0, len(net.layers) - 1)
@@ -140,14 +140,14 @@ def test(args):
             for v in net.blobs[name].data.ravel():
                 values.append(np.float32(v))
                 names.append(name) if i == 0 else None
-                log.info("Batch %d, %s = %g", i, name, v)
+                glog.info("Batch %d, %s = %g", i, name, v)
         scores = values if scores is None else [a + b for a, b in zip(scores, values)]
-    log.info("Loss: %g", loss / args.iterations)
+    glog.info("Loss: %g", loss / args.iterations)
     for name, s in zip(names, scores or []):
         mean = np.float32(s) / np.float32(args.iterations)
         w = net.blob_loss_weights[name]
         extra = " (* %g = %g loss)" % (w, w * mean) if w else ""
-        log.info("%s = %g%s", name, mean, extra)
+        glog.info("%s = %g%s", name, mean, extra)
     return 0
 
 
@@ -156,16 +156,16 @@ def time_net(args):
         raise ConfigError("time needs --model")
     _set_mode(args)
     net = Net(args.model, _phase(args, TRAIN), level=args.level, stages=_stages(args))
-    log.info("Performing Forward")
+    glog.info("Performing Forward")
     loss = net.forward_from_to(0, len(net.layers) - 1)
-    log.info("Initial loss: %g", loss)
-    log.info("Performing Backward")
+    glog.info("Initial loss: %g", loss)
+    glog.info("Performing Backward")
     net.backward_from_to(len(net.layers) - 1, 0)
     n = len(net.layers)
     fwd, bwd = [0.0] * n, [0.0] * n
     total_f = total_b = 0.0
-    log.info("*** Benchmark begins ***")
-    log.info("Testing for %d iterations.", args.iterations)
+    glog.info("*** Benchmark begins ***")
+    glog.info("Testing for %d iterations.", args.iterations)
     start = time.perf_counter()
     for j in range(args.iterations):
         t_iter = time.perf_counter()
@@ -181,28 +181,28 @@ def time_net(args):
                 net.layers[i].backward(net._top(i), net._bottom_need_backward[i], net._bottom(i))
             bwd[i] += time.perf_counter() - t
         total_b += time.perf_counter() - t_back
-        log.info("Iteration: %d forward-backward time: %g ms.", j + 1, (time.perf_counter() - t_iter) * 1e3)
+        glog.info("Iteration: %d forward-backward time: %g ms.", j + 1, (time.perf_counter() - t_iter) * 1e3)
     total = time.perf_counter() - start
     k = float(args.iterations)
-    log.info("Average time per layer: ")
+    glog.info("Average time per layer: ")
     for i, name in enumerate(net._layer_names):
-        log.info("%10s\tforward: %g ms.", name, fwd[i] * 1e3 / k)
-        log.info("%10s\tbackward: %g ms.", name, bwd[i] * 1e3 / k)
-    log.info("Average Forward pass: %g ms.", total_f * 1e3 / k)
-    log.info("Average Backward pass: %g ms.", total_b * 1e3 / k)
-    log.info("Average Forward-Backward: %g ms.", total * 1e3 / k)
-    log.info("Total Time: %g ms.", total * 1e3)
-    log.info("*** Benchmark ends ***")
+        glog.info("%10s\tforward: %g ms.", name, fwd[i] * 1e3 / k)
+        glog.info("%10s\tbackward: %g ms.", name, bwd[i] * 1e3 / k)
+    glog.info("Average Forward pass: %g ms.", total_f * 1e3 / k)
+    glog.info("Average Backward pass: %g ms.", total_b * 1e3 / k)
+    glog.info("Average Forward-Backward: %g ms.", total * 1e3 / k)
+    glog.info("Total Time: %g ms.", total * 1e3)
+    glog.info("*** Benchmark ends ***")
     return 0
 
 
 def device_query(args):
-    log.info("Querying devices")
+    glog.info("Querying devices")
     try:
         backend.set_mode_gpu()
     except RuntimeError as e:
-        log.info("No GPU: %s", e)
-        log.info("CPU: %s, %d cores, numpy %s", platform.processor() or platform.machine(), os.cpu_count(),
+        glog.info("No GPU: %s", e)
+        glog.info("CPU: %s, %d cores, numpy %s", platform.processor() or platform.machine(), os.cpu_count(),
                  np.__version__)
         backend.set_mode_cpu()
         return 0

@@ -9,7 +9,7 @@ import argparse
 import numpy as np
 from tqdm import tqdm
 
-from .. import log, protoio
+from .. import glog, protoio
 from ..data import db as dbmod
 from ..data.datum import decode_datum, parse_datum
 from ..errors import FormatError, ShapeError
@@ -23,7 +23,7 @@ def mean_of_db(path, backend="lmdb"):
     if not n:
         raise FormatError("%s: the database is empty; there is nothing to average" % path)
     total = None
-    log.info("Starting iteration")
+    glog.info("Starting iteration")
     for _ in tqdm(range(n), unit="rec", disable=None, desc="compute_image_mean"):
         key, value = reader.next()
         img = decode_datum(parse_datum(value, key), key=key)
@@ -34,7 +34,7 @@ def mean_of_db(path, backend="lmdb"):
                              "size to average them" % (path, key.decode(errors="replace"), img.shape, total.shape))
         total += img
     reader.close()
-    log.info("Processed %d files.", n)
+    glog.info("Processed %d files.", n)
     return total / np.float32(n)
 
 
@@ -54,11 +54,11 @@ def main(argv=None):
         args = p.parse_args(a)
         mean = mean_of_db(args.db, args.backend)
         if args.output:
-            log.info("Write to %s", args.output)
+            glog.info("Write to %s", args.output)
             protoio.write_binary(args.output, mean_to_proto(mean))
-        log.info("Number of channels: %d", mean.shape[0])
+        glog.info("Number of channels: %d", mean.shape[0])
         for c in range(mean.shape[0]):
-            log.info("mean_value channel [%d]: %g", c, float(mean[c].mean()))
+            glog.info("mean_value channel [%d]: %g", c, float(mean[c].mean()))
     return run(go, argv)
 
 

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from tqdm import tqdm
 
-from .. import log
+from .. import glog
 from ..data import db as dbmod
 from ..data.datum import image_file_to_datum
 from ..errors import ConfigError, FormatError
@@ -89,7 +89,7 @@ def convert(args):
     lines = read_list_file(args.list_file)
     if args.shuffle:
         random.Random(args.seed).shuffle(lines)
-    log.info("A total of %d images.", len(lines))
+    glog.info("A total of %d images.", len(lines))
     tmp = "%s.incomplete-%d" % (args.db_name.rstrip("/"), os.getpid())
     job = {"root": args.root_folder, "height": args.resize_height, "width": args.resize_width,
            "gray": args.gray, "encoded": args.encoded, "encode_type": args.encode_type.lower()}
@@ -102,7 +102,7 @@ def convert(args):
                                          desc="convert_imageset"):
             name = lines[index][0]
             if value is None:
-                log.warning("%s line %d: could not read image %s; skipped",
+                glog.warning("%s line %d: could not read image %s; skipped",
                             args.list_file, index + 1, os.path.join(args.root_folder, name))
                 skipped.append(index + 1)
                 continue
@@ -115,7 +115,7 @@ def convert(args):
             writer.put(b"%08d_%s" % (index, name.encode()), value)
             count += 1
             if count % 1000 == 0:
-                log.info("Processed %d files.", count)
+                glog.info("Processed %d files.", count)
         writer.close()
         writer = None
         os.rename(tmp, args.db_name)
@@ -123,9 +123,9 @@ def convert(args):
         results.close()
         if writer is not None or os.path.exists(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
-    log.info("Processed %d files.", count)
+    glog.info("Processed %d files.", count)
     if skipped:
-        log.warning("Skipped %d of %d images (list lines %s).", len(skipped), len(lines),
+        glog.warning("Skipped %d of %d images (list lines %s).", len(skipped), len(lines),
                     ", ".join(map(str, skipped[:20])) + (" ..." if len(skipped) > 20 else ""))
     return 0
 

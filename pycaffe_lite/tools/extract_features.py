@@ -11,7 +11,7 @@ import os
 import numpy as np
 from tqdm import tqdm
 
-from .. import backend, log
+from .. import backend, glog
 from ..data import db as dbmod
 from ..errors import ConfigError
 from ..net import TEST, Net
@@ -34,7 +34,7 @@ def extract(weights, model, blob_names, db_names, batches, backend_name, mode="C
             raise ConfigError("%s already exists; remove it or choose another name" % path)
     writers = [dbmod.Writer(path, backend_name) for path in db_names]
     counts = [0] * len(blob_names)
-    log.info("Extracting Features")
+    glog.info("Extracting Features")
     for _ in tqdm(range(batches), unit="batch", disable=None, desc="extract_features"):
         net.forward_from_to(0, len(net.layers) - 1)
         for k, name in enumerate(blob_names):
@@ -47,11 +47,11 @@ def extract(weights, model, blob_names, db_names, batches, backend_name, mode="C
                 writers[k].put(b"%010d" % counts[k], datum.SerializeToString())
                 counts[k] += 1
                 if counts[k] % 1000 == 0:
-                    log.info("Extracted features of %d query images for feature blob %s", counts[k], name)
+                    glog.info("Extracted features of %d query images for feature blob %s", counts[k], name)
     for k, w in enumerate(writers):
         w.close()
-        log.info("Extracted features of %d query images for feature blob %s", counts[k], blob_names[k])
-    log.info("Successfully extracted the features!")
+        glog.info("Extracted features of %d query images for feature blob %s", counts[k], blob_names[k])
+    glog.info("Successfully extracted the features!")
     return counts
 
 

@@ -64,3 +64,18 @@ def warning(msg, *args):
 
 def error(msg, *args):
     logger.error(msg, *args, stacklevel=2)
+
+
+# pycaffe's init_log / log. glog's levels: 0 INFO, 1 WARNING, 2 ERROR, 3 FATAL.
+_GLOG_LEVELS = {0: logging.INFO, 1: logging.WARNING, 2: logging.ERROR, 3: logging.CRITICAL}
+
+
+def init_log(level=0, stderr=False):
+    """Log messages of glog level `level` and above (pycaffe's caffe.init_log).
+    Ours always log to standard error, so `stderr` changes nothing."""
+    logger.setLevel(_GLOG_LEVELS.get(int(level), logging.CRITICAL))
+
+
+def log(message):
+    """One INFO line in glog format (pycaffe's caffe.log)."""
+    logger.info(str(message), stacklevel=2)
