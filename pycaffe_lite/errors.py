@@ -1,12 +1,14 @@
 """One exception type per kind of mistake, so callers (and the command lines) can
-tell a bad net definition from a bad file from a shape that does not fit."""
+tell a bad net definition from a bad file from a shape that does not fit.
+Configuration and shape errors are also ValueErrors, which is what pycaffe's
+Python code raises for the same mistakes."""
 
 
 class CaffeError(Exception):
     """Base of every error pycaffe_lite raises on purpose."""
 
 
-class ConfigError(CaffeError):
+class ConfigError(CaffeError, ValueError):
     """A net or solver definition that cannot be built as written."""
 
 
@@ -14,5 +16,5 @@ class FormatError(CaffeError):
     """A file that is not what it should be (malformed text, truncated binary)."""
 
 
-class ShapeError(CaffeError):
+class ShapeError(CaffeError, ValueError):
     """Blob shapes that do not fit together."""

@@ -11,9 +11,10 @@ from .proto import caffe_pb2
 
 
 def blobproto_to_array(blob, return_diff=False):
-    """A BlobProto as an array (legacy 4-D protos keep their N x C x H x W shape)."""
+    """A BlobProto as a float64 array, as pycaffe returns it (legacy 4-D
+    protos keep their N x C x H x W shape)."""
     values = repeated_floats(blob, "diff" if return_diff else "data")
-    return np.array(values, dtype=np.float32).reshape(proto_shape(blob))
+    return np.array(values, dtype=np.float64).reshape(proto_shape(blob))
 
 
 def array_to_blobproto(arr, diff=None):
@@ -53,47 +54,77 @@ def array_to_datum(arr, label=None):
 
 
 def datum_to_array(datum):
-    return decode_datum(datum)
+    """C x H x W: uint8 from the bytes, float64 from float_data (pycaffe's
+    types); an encoded Datum is decoded."""
+    arr = decode_datum(datum)
+    return arr.astype(np.float64) if arr.dtype != np.uint8 else arr
 
 
 # ---------------------------------------------------------------- images
 
 
 def load_image(filename, color=True):
-    """An image as H x W x K float32 in [0, 1], RGB order (pycaffe's convention)."""
+    """An image as H x W x K float32 in [0, 1], RGB order, as pycaffe loads it
+    (scikit-image's imread + img_as_float): K is 3 with color, else 1 (grey
+    by 0.2125 R + 0.7154 G + 0.0721 B, RGBA first blended onto white)."""
     import cv2
     img = cv2.imread(filename, cv2.IMREAD_UNCHANGED)
     if img is None:
-        raise IOError("cannot read image %s" % filename)
-    if img.dtype == np.uint16:
-        img = img.astype(np.float32) / 65535.0
-    else:
-        img = img.astype(np.float32) / 255.0
+        raise IOError("cannot read image %s (missing, or not an image OpenCV can decode)" % filename)
+    if img.dtype == np.uint16 and img.ndim == 3:
+        img = (img >> 8).astype(np.uint8)      # scikit-image's reader keeps 8 bits of 16-bit colour PNGs
+    # In float64 first, then float32, like img_as_float(...).astype(float32).
+    img = img.astype(np.float64) / (65535.0 if img.dtype == np.uint16 else 255.0)
+    if img.ndim == 3:
+        img = img[:, :, [2, 1, 0, 3][:img.shape[2]]]         # OpenCV's BGR(A) -> RGB(A)
     if img.ndim == 2:
         img = img[:, :, None]
+        if color:
+            img = np.tile(img, (1, 1, 3))
+    elif not color:
+        if img.shape[2] == 4:
+            alpha = img[:, :, 3:]
+            img = np.clip((1 - alpha) + alpha * img[:, :, :3], 0, 1)
+        img = (img @ np.array([0.2125, 0.7154, 0.0721]))[:, :, None]
     elif img.shape[2] == 4:
         img = img[:, :, :3]
-    if img.shape[2] == 3:
-        img = img[:, :, ::-1]                     # OpenCV's BGR -> RGB
-        if not color:
-            img = (img @ np.array([0.2125, 0.7154, 0.0721], np.float32))[:, :, None]
-    elif color:
-        img = np.tile(img, (1, 1, 3))
-    return np.ascontiguousarray(img)
+    return np.ascontiguousarray(img, dtype=np.float32)
+
+
+def _resize_unit(image, new_dims, order):
+    """scikit-image's resize(image, new_dims, order, mode='constant') of a
+    float image with values in [0, 1], which pycaffe calls: when shrinking a
+    Gaussian prefilter (sigma (factor - 1) / 2 per axis) against aliasing,
+    then spline interpolation of that order on the pixel grid with zeros
+    beyond the border, clipped to the input's range."""
+    from scipy import ndimage
+    out_shape = tuple(int(d) for d in new_dims) + image.shape[2:]
+    factors = np.divide(image.shape, out_shape)
+    low, high = image.min(), image.max()
+    if any(o < i for o, i in zip(out_shape, image.shape)):
+        image = ndimage.gaussian_filter(image, np.maximum(0, (factors - 1) / 2), cval=0, mode="grid-constant")
+    out = ndimage.zoom(image, [1 / f for f in factors], order=order, mode="grid-constant", cval=0, grid_mode=True)
+    return np.clip(out, low, high, out=out)
 
 
 def resize_image(im, new_dims, interp_order=1):
-    """Resize H x W x K to new_dims (height, width); bilinear by default."""
-    import cv2
-    h, w = int(new_dims[0]), int(new_dims[1])
-    if im.shape[:2] == (h, w):
-        return im.astype(np.float32)
-    interp = {0: cv2.INTER_NEAREST, 1: cv2.INTER_LINEAR}.get(interp_order, cv2.INTER_CUBIC)
-    src = np.asarray(im, np.float32)
-    # OpenCV resizes at most 4 channels at a time.
-    parts = [cv2.resize(src[:, :, i:i + 4], (w, h), interpolation=interp) for i in range(0, src.shape[2], 4)]
-    parts = [p[:, :, None] if p.ndim == 2 else p for p in parts]
-    return np.concatenate(parts, axis=2)
+    """pycaffe's resize_image: H x W x K to new_dims (height, width) with
+    spline interpolation of order interp_order (0-5). Images with 1 or 3
+    channels are scaled to [0, 1] and resized as scikit-image does (edge
+    pixels fade towards the zero border, anti-aliasing when shrinking);
+    others go through scipy.ndimage.zoom. Returns float32."""
+    from scipy import ndimage
+    if im.shape[-1] in (1, 3):
+        low, high = im.min(), im.max()
+        if high > low:
+            unit = (im - low) / (high - low)
+            resized = _resize_unit(unit, new_dims, interp_order) * (high - low) + low
+        else:                       # a constant image: nothing to interpolate
+            return np.full((int(new_dims[0]), int(new_dims[1]), im.shape[-1]), low, dtype=np.float32)
+    else:
+        scale = tuple(np.array(new_dims, dtype=float) / np.array(im.shape[:2]))
+        resized = ndimage.zoom(im, scale + (1,), order=interp_order)
+    return resized.astype(np.float32)
 
 
 def oversample(images, crop_dims):
@@ -182,21 +213,26 @@ class Transformer:
 
     def set_raw_scale(self, in_, scale):
         self._check(in_)
-        self.raw_scale[in_] = np.float32(scale)
+        self.raw_scale[in_] = scale
 
     def set_mean(self, in_, mean):
-        """Mean per channel (C,) or a whole image (C, H, W) of the input's shape."""
+        """Mean per channel (C,), or a whole image (C, H, W) or (H, W) of the
+        input's size."""
         self._check(in_)
-        mean = np.asarray(mean, np.float32)
+        mean = np.asarray(mean)      # kept as given: pycaffe subtracts it in its own precision
         if mean.ndim == 1:
             if mean.shape[0] != self.inputs[in_][1]:
                 raise ShapeError("mean has %d channels, the input %d" % (mean.shape[0], self.inputs[in_][1]))
             mean = mean[:, None, None]
-        elif mean.shape != tuple(self.inputs[in_][1:]):
-            raise ShapeError("mean shape %s does not fit the input %s; crop or resize it first"
-                             % (mean.shape, tuple(self.inputs[in_][1:])))
+        else:
+            shape = (1,) + mean.shape if mean.ndim == 2 else mean.shape
+            if len(shape) != 3:
+                raise ShapeError("mean must be (C,), (H, W) or (C, H, W), got shape %s" % (mean.shape,))
+            if shape != tuple(self.inputs[in_][1:]):
+                raise ShapeError("mean shape %s does not fit the input %s; crop or resize it first"
+                                 % (mean.shape, tuple(self.inputs[in_][1:])))
         self.mean[in_] = mean
 
     def set_input_scale(self, in_, scale):
         self._check(in_)
-        self.input_scale[in_] = np.float32(scale)
+        self.input_scale[in_] = scale

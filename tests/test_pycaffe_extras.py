@@ -405,8 +405,8 @@ def test_draw_net_dot_and_missing_graphviz(tmp_path, monkeypatch, capsys):
     out = tmp_path / "net.dot"
     assert draw_net.main([model, str(out), "--phase", "TEST"]) == 0
     dot = out.read_text()
-    assert dot.startswith('digraph "CaffeNet"') and '"blob_conv1"' in dot and "accuracy" in dot
-    assert "accuracy" not in (draw_net.net_to_dot(caffe.protoio.read_net_text(model), phase=caffe.TRAIN))
+    assert dot.startswith('digraph "CaffeNet"') and '"conv1" [shape="octagon"' in dot and "accuracy" in dot
+    assert "accuracy" not in caffe.draw.to_dot(caffe.protoio.read_net_text(model), phase=caffe.TRAIN)
     import builtins
     real_import = builtins.__import__
 
