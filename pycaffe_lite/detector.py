@@ -62,7 +62,7 @@ class Detector(Net):
         y0, x0, y1, x1 = (int(v) for v in window[:4])
         if not (0 <= y0 < y1 <= h and 0 <= x0 < x1 <= w):
             raise ValueError("window %s (ymin, xmin, ymax, xmax) is not inside %s, which is %dx%d (height x width)"
-                             % (list(window[:4]), source, h, w))
+                             % ([int(v) for v in window[:4]], source, h, w))
         if not self.context_pad:
             return im[y0:y1, x0:x1]
         size = self.blobs[self.inputs[0]].width          # square inputs, as in pycaffe

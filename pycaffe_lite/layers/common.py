@@ -52,7 +52,9 @@ class DummyDataLayer(Layer):
             raise self.error("give no data_filler, one, or one per top")
         fillers = list(p.data_filler) or [pb.FillerParameter(type="constant", value=0)]
         self._fillers = [fillers[0 if len(fillers) == 1 else i] for i in range(n)]
-        self._refill = any(f.type != "constant" for f in self._fillers)
+        # Only tops with a non-constant filler are filled again on each forward
+        # (Caffe's refill_): values a user writes into a constant top stay.
+        self._refill = [f.type != "constant" for f in self._fillers]
         for blob, shape, f in zip(top, shapes, self._fillers):
             blob.reshape(shape)
             fill(blob, f)
@@ -61,8 +63,8 @@ class DummyDataLayer(Layer):
         pass
 
     def forward(self, bottom, top):
-        if self._refill:
-            for blob, f in zip(top, self._fillers):
+        for blob, f, refill in zip(top, self._fillers, self._refill):
+            if refill:
                 fill(blob, f)
 
 
