@@ -17,6 +17,10 @@ setup(
         # OpenCV 5 dropped the Caffe importer the interop test uses.
         "opencv-python-headless<5",
         "tqdm",
+        # The brew demo: its images (scikit-learn's digits), its plots, its net drawing.
+        "scikit-learn",
+        "matplotlib",
+        "pydot",
     ],
     extras_require={
         "gpu": ["cupy-cuda13x"],

@@ -1,7 +1,7 @@
-"""The Brewing-ImageNet recipe end to end on real data small enough for CI:
-scikit-learn's bundled handwritten digits, written out as image files in the
-ImageNet folder layout. Lists, LMDBs, mean, training with the caffe command,
-a Ctrl-C stop, resume, and classification from Python."""
+"""The recipe end to end, as a newcomer runs it: the brew demo (scikit-learn's
+digits in ImageNet's folder layout -> lists, LMDBs, mean, caffe train with a
+resume from the middle snapshot, caffe time, Classifier, pictures), at a
+reduced number of iterations; and Ctrl-C during conversion and training."""
 import os
 import re
 import signal
@@ -9,67 +9,90 @@ import subprocess
 import sys
 import time
 
-import numpy as np
+import lmdb
 import pytest
 
 import pycaffe_lite as caffe
-from pycaffe_lite.tools.parse_log import parse
-from conftest import REPO
+from pycaffe_lite.tools import brew_demo
 
-sys.path.insert(0, os.path.join(REPO, "examples", "digits"))
-import brew_digits  # noqa: E402  (the example the recipe test runs)
+DEMO = [sys.executable, "-m", "pycaffe_lite.tools.brew_demo"]
 
 
 @pytest.mark.slow
-def test_recipe_on_digits(tmp_path, monkeypatch):
-    # 1-3. images, lists, LMDBs, mean, nets: the example does them
-    synsets = brew_digits.prepare(str(tmp_path))
-    monkeypatch.chdir(tmp_path)
-    assert open("data/digits/synsets.txt").read().split() == sorted(synsets)
-    assert os.path.isdir("examples/digits/train_lmdb") and os.path.isdir("examples/digits/val_lmdb")
-    # 4. train, stopped with Ctrl-C after the first test past iteration 100
-    cmd = [sys.executable, "-m", "pycaffe_lite.tools.caffe", "train", "--solver=models/digits/solver.prototxt"]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-    first = []
+def test_demo_brews_digits(tmp_path):
+    work = tmp_path / "brew"
+    res = subprocess.run(DEMO + [str(work), "--iterations=120"], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    out = res.stdout
+    # Each step shows the command a user would type.
+    for cmd in ("pycaffe_lite.tools.make_imagenet_lists", "pycaffe_lite.tools.convert_imageset",
+                "pycaffe_lite.tools.compute_image_mean", "caffe train --solver=models/digits/solver_first_half",
+                "--snapshot=models/digits/digits_train_iter_60.solverstate", "caffe time --model=",
+                "caffe.Classifier("):
+        assert cmd in out, cmd
+    accuracy = float(re.search(r"validation accuracy: ([0-9.]+)%", out).group(1))
+    assert accuracy > 85, out[-1500:]
+    assert re.search(r"\d+\.\d s  in all", out)
+    for picture in ("training_curve.png", "predictions.png"):
+        assert (work / picture).read_bytes()[:4] == b"\x89PNG"
+    assert (work / "net.png").exists() or "net.dot" in out
+    for path in ("examples/digits/train_lmdb", "examples/digits/val_lmdb", "data/digits/mean.binaryproto",
+                 "models/digits/digits_train_iter_60.solverstate", "models/digits/digits_train_iter_120.caffemodel",
+                 "logs/train.log", "logs/resume.log"):
+        assert (work / path).exists(), path
+    # The glog lines are in the logs, with no progress bar in them.
+    log = (work / "logs" / "resume.log").read_text()
+    assert "Restoring previous solver status from" in log and "\r" not in log
+    # A second run into the same folder refuses.
+    again = subprocess.run(DEMO + [str(work)], capture_output=True, text=True, timeout=60)
+    assert again.returncode == 2 and "already holds files" in again.stderr
+
+
+def interrupt_when(tmp_path, pattern, log):
+    """Start the demo, send SIGINT once `pattern` shows in logs/LOG."""
+    work = tmp_path / "brew"
+    proc = subprocess.Popen(DEMO + [str(work), "--iterations=400"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     deadline = time.time() + 300
-    while time.time() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        first.append(line)
-        if "Iteration 140 " in line:
+    path = work / "logs" / log
+    while time.time() < deadline and proc.poll() is None:
+        if path.exists() and re.search(pattern, path.read_text()):
             proc.send_signal(signal.SIGINT)
-    rest = proc.stderr.read()
-    proc.wait(timeout=60)
-    log1 = "".join(first) + rest
-    assert proc.returncode == 0, log1[-3000:]
-    assert "Optimization stopped early." in log1
-    state = re.findall(r"Snapshotting solver state to binary proto file (\S+)", log1)[-1]
-    stopped_at = int(re.search(r"_iter_(\d+)\.solverstate", state).group(1))
-    assert 140 <= stopped_at < 300
-    # 5. resume and finish
-    res = subprocess.run(cmd + ["--snapshot=" + state], capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
-    open("train2.log", "w").write(res.stderr)
-    train, test, _, vcols = parse("train2.log")
-    assert train[0]["NumIters"] >= stopped_at
-    assert test[-1]["NumIters"] == 300
-    accuracy = test[-1]["accuracy"]
-    assert accuracy > 0.9, "test accuracy %.3f after 300 iterations" % accuracy
-    assert os.path.exists("models/digits/digits_train_iter_300.caffemodel")
-    # 6. time the net
-    res = subprocess.run([sys.executable, "-m", "pycaffe_lite.tools.caffe", "time",
-                          "--model=models/digits/deploy.prototxt", "--iterations=2"],
-                         capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0 and "Average Forward pass" in res.stderr and "conv1\tforward" in res.stderr
-    # 7. classify from Python
-    from pycaffe_lite.tools.convert_mean import load_mean
-    mean = load_mean("data/digits/mean.binaryproto")[:, 2:34, 2:34]     # the centre crop, as in TEST
-    net = caffe.Classifier("models/digits/deploy.prototxt", "models/digits/digits_train_iter_300.caffemodel",
-                           image_dims=(36, 36), mean=mean, raw_scale=255, input_scale=0.0078125,
-                           channel_swap=(2, 1, 0))
-    val = [line.split() for line in open("data/digits/val.txt")][:40]
-    images = [caffe.io.load_image(os.path.join("images/val", name)) for name, _ in val]
-    predictions = net.predict(images, oversample=False)
-    correct = np.mean(predictions.argmax(axis=1) == np.array([int(l) for _, l in val]))
-    assert correct > 0.85, "Classifier got %.2f of 40 validation digits right" % correct
+            break
+        time.sleep(0.05)
+    out, err = proc.communicate(timeout=300)
+    return work, proc.returncode, out, err
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_conversion_leaves_no_half_database(tmp_path):
+    work, code, out, err = interrupt_when(tmp_path, r"A total of \d+ images", "convert_train.log")
+    assert code == 130, err[-2000:]
+    assert "interrupted" in err
+    leftovers = [n for n in os.listdir(work / "examples" / "digits")] if (work / "examples/digits").exists() else []
+    # Either the conversion finished (the database is whole) or nothing of it is left.
+    for name in leftovers:
+        assert name in ("train_lmdb", "val_lmdb"), leftovers
+        env = lmdb.open(str(work / "examples/digits" / name), readonly=True, lock=False)
+        assert env.stat()["entries"] > 0
+        env.close()
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_training_leaves_whole_snapshots(tmp_path):
+    work, code, out, err = interrupt_when(tmp_path, r"Iteration 3\d ", "train.log")
+    assert code == 130, err[-2000:]
+    log = (work / "logs" / "train.log").read_text()
+    assert "Optimization stopped early." in log
+    snaps = sorted(p for p in os.listdir(work / "models" / "digits") if p.endswith(".caffemodel"))
+    assert snaps, "Caffe's SIGINT stops with a snapshot"
+    assert not [p for p in os.listdir(work / "models" / "digits") if p.endswith(".tmp")]
+    for name in snaps:
+        caffe.Net(str(work / "models/digits/deploy.prototxt"), str(work / "models/digits" / name), caffe.TEST)
+
+
+def test_demo_refuses_a_folder_with_files(tmp_path, capsys):
+    (tmp_path / "keep.txt").write_text("mine")
+    assert brew_demo.main([str(tmp_path)]) == 2
+    assert "already holds files" in capsys.readouterr().err
+    assert (tmp_path / "keep.txt").read_text() == "mine"

@@ -1,7 +1,9 @@
 """Numerical gradient checks (float64, central differences) for every layer
 with a backward: bottom diffs and parameter diffs against finite differences
 of the objective sum(top * random weights), or of the loss for loss layers."""
+import atexit
 import os
+import shutil
 import tempfile
 
 import numpy as np
@@ -78,7 +80,9 @@ CASES = {
 
 # Inputs given as (shape, kind) are drawn by kind; those kinds are indices,
 # selectors or state that get no diff, so they are not checked.
-H_FILE = os.path.join(tempfile.mkdtemp(prefix="pycaffe_lite_grad_"), "H.binaryproto")
+_H_DIR = tempfile.mkdtemp(prefix="pycaffe_lite_grad_")
+atexit.register(shutil.rmtree, _H_DIR, True)
+H_FILE = os.path.join(_H_DIR, "H.binaryproto")
 with open(H_FILE, "wb") as _f:
     _f.write(caffe.io.array_to_blobproto(
         np.random.RandomState(3).uniform(0.1, 2, (1, 1, 4, 4)).astype(np.float32)).SerializeToString())
