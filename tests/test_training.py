@@ -261,3 +261,24 @@ def test_gpu_flag_without_a_gpu_is_one_clear_error(setup, capsys):
     assert caffe_tool.main(["train", "--solver=" + solver(), "--gpu=0"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: GPU mode needs") and "Traceback" not in err
+
+
+def test_caffe_time_times_every_backward_like_caffe(tmp_path, capsys):
+    """Caffe's time runs each layer's Backward whatever need_backward says, so
+    a deploy net (no loss) still shows its backward cost: the parameter
+    gradients of conv and fc layers."""
+    from conftest import REPO
+    model = tmp_path / "deploy.prototxt"
+    text = open(os.path.join(REPO, "models/bvlc_reference_caffenet/deploy.prototxt")).read()
+    model.write_text(text.replace("dim: 10 dim: 3 dim: 227 dim: 227", "dim: 2 dim: 3 dim: 227 dim: 227"))
+    assert caffe_tool.main(["time", "--model=%s" % model, "--iterations=2"]) == 0
+    err = capsys.readouterr().err
+    backward = dict(re.findall(r"\] +(\S+)\tbackward: ([0-9.e-]+) ms", err))
+    assert set(backward) == {"data", "conv1", "relu1", "pool1", "norm1", "conv2", "relu2", "pool2", "norm2", "conv3",
+                             "relu3", "conv4", "relu4", "conv5", "relu5", "pool5", "fc6", "relu6", "drop6", "fc7",
+                             "relu7", "drop7", "fc8", "prob"}
+    assert all(float(v) > 0 for v in backward.values())
+    # The parameter gradients cost about as much as the forward GEMMs.
+    forward = dict(re.findall(r"\] +(\S+)\tforward: ([0-9.e-]+) ms", err))
+    assert float(backward["fc6"]) > 0.3 * float(forward["fc6"])
+    assert float(re.search(r"Average Backward pass: ([0-9.e-]+) ms", err).group(1)) > 1

@@ -176,9 +176,10 @@ def time_net(args):
         total_f += time.perf_counter() - t_iter
         t_back = time.perf_counter()
         for i in range(n - 1, -1, -1):
+            # Like Caffe's time: every layer's backward runs, needed or not
+            # (parameter gradients included), with the net's propagate_down.
             t = time.perf_counter()
-            if net._layer_need_backward[i]:
-                net.layers[i].backward(net._top(i), net._bottom_need_backward[i], net._bottom(i))
+            net.layers[i].backward(net._top(i), net._bottom_need_backward[i], net._bottom(i))
             bwd[i] += time.perf_counter() - t
         total_b += time.perf_counter() - t_back
         glog.info("Iteration: %d forward-backward time: %g ms.", j + 1, (time.perf_counter() - t_iter) * 1e3)
