@@ -195,10 +195,11 @@ class Demo:
             self.say("  wrote models/digits/train_val.prototxt, deploy.prototxt, solver.prototxt "
                      "(and solver_first_half.prototxt: the same, stopping at iteration %d)" % half)
         with self.step("4. train (the first half)"):
-            self.train(["--solver=models/digits/solver_first_half.prototxt"], "train.log")
+            self.train(["--solver=models/digits/solver_first_half.prototxt"], "train.log", 0, half)
         with self.step("5. resume from the middle snapshot and finish"):
             state = "models/digits/digits_train_iter_%d.solverstate" % half
-            self.train(["--solver=models/digits/solver.prototxt", "--snapshot=" + state], "resume.log")
+            self.train(["--solver=models/digits/solver.prototxt", "--snapshot=" + state], "resume.log", half,
+                       self.iterations)
         with self.step("6. time the net, layer by layer"):
             argv = ["time", "--model=models/digits/deploy.prototxt", "--iterations=5"]
             self.command(["python", "-m", "pycaffe_lite.tools.caffe"] + argv)
@@ -211,16 +212,16 @@ class Demo:
             self.pictures()
         return accuracy
 
-    def train(self, args, log):
+    def train(self, args, log, start, stop):
         """`caffe train` as a user runs it, its glog lines in logs/LOG, with a
-        progress bar here that follows the log."""
+        progress bar here that follows the log from iteration start to stop."""
         argv = [sys.executable, "-m", "pycaffe_lite.tools.caffe", "train"] + args
         self.command(["python", "-m", "pycaffe_lite.tools.caffe", "train"] + args)
         path = os.path.join("logs", log)
         bar = None
         if self.interactive:
             from tqdm import tqdm
-            bar = tqdm(total=self.iterations, unit="iter", desc="training", leave=False)
+            bar = tqdm(total=stop, initial=start, unit="iter", desc="training", leave=False)
         with open(path, "w") as out:
             proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=out)
             try:
