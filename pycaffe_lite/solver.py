@@ -61,7 +61,8 @@ class Solver:
         if p.solver_mode == pb.SolverParameter.GPU and backend.mode() == backend.GPU:
             backend.set_device(p.device_id)
         if p.random_seed >= 0:
-            backend.set_random_seed(p.random_seed)
+            # Each solver of a data-parallel run gets its own stream, as in Caffe.
+            backend.set_random_seed(p.random_seed + backend.solver_rank())
         glog.info("Initializing solver from parameters: \n%s", str(p))
         self.net = self._train_net()
         self.test_nets = self._test_nets()
@@ -77,6 +78,7 @@ class Solver:
         self.early_exit = False
         self.progress = None          # a tqdm bar, when the caller wants one
         self._callbacks = []          # objects with on_start() and on_gradients_ready()
+        self.comm = None              # the communicator of a data-parallel run (parallel.DataParallel sets it)
         glog.info("Solver scaffolding done.")
 
     # -- nets --------------------------------------------------------------
@@ -166,7 +168,8 @@ class Solver:
                 self.net.clear_param_diffs()
             else:
                 self.net._mark_param_diffs_clear()
-            if p.test_interval and self.iter % p.test_interval == 0 and (self.iter > 0 or p.test_initialization):
+            if p.test_interval and self.iter % p.test_interval == 0 and (self.iter > 0 or p.test_initialization) \
+                    and self._root():
                 self.test_all()
                 if self.early_exit:
                     break
@@ -193,12 +196,24 @@ class Solver:
             self.iter += 1
             if self.progress is not None:
                 self.progress.update(1)
-            action = self._take_request()
+            action = self._agreed(self._take_request())
             if (p.snapshot and self.iter % p.snapshot == 0) or action == "snapshot":
                 self.snapshot()
             if action == "stop":
                 self.early_exit = True
                 break
+
+    def _root(self):
+        return backend.solver_rank() == 0
+
+    _ACTIONS = [None, "snapshot", "stop"]
+
+    def _agreed(self, action):
+        """Every solver of a run takes the same action (a signal may reach them
+        at different iterations); stop outranks snapshot."""
+        if self.comm is None or self.comm.size == 1:
+            return action
+        return self._ACTIONS[self.comm.agree(self._ACTIONS.index(action))]
 
     def add_callback(self, on_start, on_gradients_ready=None):
         """pycaffe's Solver.add_callback: two callables, run at the start of
@@ -255,7 +270,7 @@ class Solver:
             loss = float(f32(self.net.forward_from_to(0, len(self.net.layers) - 1)))
             self._update_smoothed_loss(loss, start_iter)
             glog.info("Iteration %d, loss = %s", self.iter, _fmt(self.smoothed_loss))
-        if p.test_interval and self.iter % p.test_interval == 0:
+        if p.test_interval and self.iter % p.test_interval == 0 and self._root():
             self.test_all()
         glog.info("Optimization Done.")
 
@@ -389,6 +404,16 @@ class Solver:
         self.net.load_hdf5(model)
 
     def snapshot(self):
+        """Write the weights and the solver state; in a data-parallel run every
+        solver takes part (their data positions are gathered) and rank 0
+        writes. Returns the .solverstate path (None on the other ranks)."""
+        streams = self._streams()
+        if self.comm is not None and self.comm.size > 1:
+            streams = self.comm.allgather(streams)
+            if not self._root():
+                return None
+        else:
+            streams = [streams]
         if self.param.snapshot_format == pb.SolverParameter.HDF5:
             return self._snapshot_hdf5()
         model = self._filename(".caffemodel")
@@ -402,7 +427,7 @@ class Solver:
             blob = Blob(h.shape)
             blob.data[...] = backend.to_host(h)
             blob.to_proto(state.history.add())
-        self._save_streams(state)
+        self._save_streams(state, streams)
         path = self._filename(".solverstate")
         glog.info("Snapshotting solver state to binary proto file %s", path)
         protoio.write_binary(path, state)
@@ -416,15 +441,26 @@ class Solver:
                 if hasattr(layer, method):
                     yield "%s/%s" % (tag, name), layer
 
-    def _save_streams(self, state):
-        for name, layer in self._layers_with("get_state"):
-            read, rnd = layer.get_state()
-            state.data_state.add(layer=name, records_read=read, random_state=rnd)
+    def _streams(self):
+        """Where this solver's data layers stand and its random stream."""
+        data = [(name,) + tuple(layer.get_state()) for name, layer in self._layers_with("get_state")]
+        return data, json.dumps(backend.rng().bit_generator.state).encode()
+
+    def _save_streams(self, state, streams):
+        """Our fields of the .solverstate: every solver's data positions and
+        random stream (rank r > 0 under the prefix "rank<r>/")."""
+        for rank, (data, rng_state) in enumerate(streams):
+            prefix = "rank%d/" % rank if rank else ""
+            for name, read, rnd in data:
+                state.data_state.add(layer=prefix + name, records_read=read, random_state=rnd)
+            if rank:
+                state.data_state.add(layer=prefix + "random_state", random_state=rng_state)
+            else:
+                state.random_state = rng_state
         for name, layer in self._layers_with("carried_state"):
             entry = state.layer_state.add(layer=name)
             for blob in layer.carried_state():
                 blob.to_proto(entry.blobs.add())
-        state.random_state = json.dumps(backend.rng().bit_generator.state).encode()
         state.smoothed_loss = self.smoothed_loss
 
     def restore(self, path):
@@ -457,12 +493,17 @@ class Solver:
         self.current_step = state.current_step
         self._last_step_logged = self.current_step
         if len(state.data_state):
-            layers = dict(self._layers_with("get_state"))
+            rank = backend.solver_rank()
+            prefix = "rank%d/" % rank if rank else ""
+            layers = dict((prefix + name, layer) for name, layer in self._layers_with("get_state"))
+            rng_state = state.random_state
             for entry in state.data_state:
                 if entry.layer in layers:
                     layers[entry.layer].set_state(entry.records_read, entry.random_state)
-            if state.random_state:
-                backend.rng().bit_generator.state = json.loads(state.random_state.decode())
+                elif rank and entry.layer == prefix + "random_state":
+                    rng_state = entry.random_state
+            if rng_state:
+                backend.rng().bit_generator.state = json.loads(rng_state.decode())
         if len(state.layer_state):
             layers = dict(self._layers_with("carried_state"))
             for entry in state.layer_state:

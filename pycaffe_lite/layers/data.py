@@ -13,6 +13,7 @@ from ..data.prefetch import Prefetcher
 from ..data.transformer import DataTransformer
 from ..errors import FormatError, ShapeError
 from ..layer import Layer, register
+from ..proto import caffe_pb2 as pb
 
 
 class _PrefetchingLayer(Layer):
@@ -136,9 +137,18 @@ class DataLayer(_PrefetchingLayer):
         images = np.empty((self.batch_size,) + tuple(self.record_shape),
                           dtype=np.uint8)
         labels = np.empty(self.batch_size, np.float32)
+        # With several solvers, each TRAIN net reads every solver_count-th
+        # record, starting at its rank (Caffe's DataLayer::Skip); TEST reads all.
+        count, rank = backend.solver_count(), backend.solver_rank()
+        if self.phase != pb.TEST and count > 1:
+            self.reader.skip((rank - self.records_read) % count)
+            self.records_read += (rank - self.records_read) % count
         for i in range(self.batch_size):
             key, value = self.reader.next()
             self.records_read += 1
+            if self.phase != pb.TEST and count > 1 and i + 1 < self.batch_size:
+                self.reader.skip(count - 1)
+                self.records_read += count - 1
             try:
                 img, labels[i] = self._decode(key, value)
             except FormatError as e:

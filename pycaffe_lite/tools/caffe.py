@@ -5,6 +5,7 @@
     python -m pycaffe_lite.tools.caffe time --model=net.prototxt [--iterations=50]
     python -m pycaffe_lite.tools.caffe device_query"""
 import argparse
+import logging
 import os
 import platform
 import signal
@@ -71,6 +72,68 @@ def _phase(args, default):
     return TRAIN if args.phase.upper() == "TRAIN" else TEST
 
 
+def _device_count():
+    try:
+        import cupy
+    except ImportError:
+        raise ConfigError("--gpu needs CuPy, which is not installed (pip install -e '.[gpu]'); leave --gpu out to "
+                          "train on the CPU") from None
+    try:
+        return cupy.cuda.runtime.getDeviceCount()
+    except Exception as e:           # CUDARuntimeError without a driver or device
+        raise ConfigError("--gpu: no usable CUDA device here (%s); leave --gpu out to train on the CPU" % e) from None
+
+
+def gpu_list(spec):
+    """--gpu=0,1 or --gpu=all as a list of device ids, each once and present."""
+    if not spec:
+        return []
+    if spec == "all":
+        return list(range(_device_count()))
+    ids = []
+    for part in spec.split(","):
+        try:
+            device = int(part)
+        except ValueError:
+            raise ConfigError("--gpu takes device ids separated by commas, or all; got '%s'" % spec) from None
+        if device < 0:
+            raise ConfigError("--gpu=%s: device ids are 0 or more" % spec)
+        if device in ids:
+            raise ConfigError("--gpu=%s lists GPU %d twice; give each device once" % (spec, device))
+        ids.append(device)
+    count = _device_count()
+    for device in ids:
+        if device >= count:
+            raise ConfigError("--gpu=%s: there is no GPU %d (this machine has %d: 0..%d)"
+                              % (spec, device, count, count - 1))
+    return ids
+
+
+def _local_rank():
+    for var in ("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "PMIX_LOCAL_RANK"):
+        if var in os.environ:
+            return int(os.environ[var])
+    return backend.solver_rank()
+
+
+def _check_snapshot_folder(solver, comm):
+    """Rank 0 must be able to write its snapshots; every rank learns it before
+    the first step, so none waits for a rank that already gave up."""
+    problem = None
+    if comm.rank == 0:
+        folder = os.path.dirname(os.path.abspath(solver._filename(".caffemodel")))
+        try:
+            import tempfile
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+                pass
+        except OSError as e:
+            problem = "rank 0 cannot write snapshots to %s (snapshot_prefix: %s): %s" % (
+                folder, solver.param.snapshot_prefix, e.strerror or e)
+    problems = [p for p in comm.allgather(problem) if p]
+    if problems:
+        raise ConfigError(problems[0])
+
+
 def train(args):
     if not args.solver:
         raise ConfigError("train needs --solver=<solver.prototxt>")
@@ -81,16 +144,55 @@ def train(args):
                           "(to start from a .caffemodel use --weights)" % args.snapshot)
     if args.snapshot and not os.path.exists(args.snapshot):
         raise ConfigError("--snapshot: %s does not exist" % args.snapshot)
+    from ..comm import launched_by_mpi
+    gpus = gpu_list(args.gpu)
+    mpi = launched_by_mpi()
+    if len(gpus) > 1 and not mpi:
+        return _spawn_gpus(args, gpus)
     param = read_solver_param(args.solver)
     param.train_state.level = args.level
     param.train_state.stage.extend(_stages(args))
+    side = None
+    if mpi:
+        from ..comm import MPIComm
+        side = MPIComm()
+        backend.set_solver_count(side.size)
+        backend.set_solver_rank(side.rank)
+        backend.set_multiprocess(True)
+        if side.rank:
+            glog.logger.setLevel(logging.WARNING)        # rank 0 speaks for the run
+        if gpus:
+            args.gpu = str(gpus[_local_rank() % len(gpus)])
     _set_mode(args, param)
+    return _train(args, param, side)
+
+
+def _train(args, param, side=None, uid=None):
+    """The training run of one solver (one of several in a data-parallel run)."""
     solver = Solver(param, source=args.solver)
     for w in [w for w in args.weights.split(",") if w]:
         glog.info("Finetuning from %s", w)
         solver.net.copy_from(w)
         for t in solver.test_nets:
             t.copy_from(w)
+    parallel = None
+    if backend.solver_count() > 1:
+        from ..comm import peer_watch
+        from ..parallel import DataParallel, communicator
+        comm = communicator(uid, side)
+        _check_snapshot_folder(solver, comm)
+        if side is not None:
+            peer_watch(side)
+        parallel = DataParallel(solver, comm)
+        glog.info("Training on %d solvers (%s)", comm.size, type(comm).__name__)
+    if args.snapshot:
+        glog.info("Restoring previous solver status from %s", args.snapshot)
+        solver.restore(args.snapshot)
+    if parallel is not None:
+        parallel.bcast()
+        solver.add_callback(parallel)
+        if backend.mode() == backend.GPU and param.layer_wise_reduce:
+            solver.net.after_backward(parallel)
     effects = {"stop": "stop", "snapshot": "snapshot", "none": None}
 
     def handler(effect):
@@ -108,12 +210,7 @@ def train(args):
             solver.progress = bar
             glog.set_progress_bar(bar)
         glog.info("Starting Optimization")
-        if args.snapshot:
-            solver.solve(args.snapshot)
-            if bar is not None:
-                bar.n = solver.iter
-        else:
-            solver.solve()
+        solver.solve()
     finally:
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGHUP, old_hup)
@@ -121,6 +218,55 @@ def train(args):
             bar.close()
             glog.set_progress_bar(None)
     glog.info("Optimization Done.")
+    return 0
+
+
+def _gpu_worker(argv, gpus, rank, uid):
+    """One process of `caffe train --gpu=a,b,...`: its own device, NCCL with the others."""
+    args = _parser().parse_args(argv)
+    backend.set_solver_count(len(gpus))
+    backend.set_solver_rank(rank)
+    backend.set_multiprocess(True)
+    if rank:
+        glog.logger.setLevel(logging.WARNING)
+    args.gpu = str(gpus[rank])
+    param = read_solver_param(args.solver)
+    param.train_state.level = args.level
+    param.train_state.stage.extend(_stages(args))
+    _set_mode(args, param)
+    sys.exit(_train(args, param, None, uid))
+
+
+def _spawn_gpus(args, gpus):
+    """One process per device, as pycaffe's train.py; a process that dies
+    ends the others, with an error that names it."""
+    import multiprocessing
+    from ..parallel import NCCL
+    glog.info("Using devices %s", gpus)
+    uid = NCCL.new_uid()
+    ctx = multiprocessing.get_context("spawn")
+    argv = [a for a in sys.argv[1:] if a != "--debug"]
+    procs = [ctx.Process(target=_gpu_worker, args=(argv, gpus, r, uid), name="rank %d" % r)
+             for r in range(len(gpus))]
+    for p in procs:
+        p.start()
+    try:
+        while any(p.is_alive() for p in procs):
+            for r, p in enumerate(procs):
+                if p.exitcode not in (None, 0):
+                    for q in procs:
+                        if q.is_alive():
+                            q.terminate()
+                    raise ConfigError("rank %d (GPU %d) ended with status %s; the other ranks were stopped"
+                                      % (r, gpus[r], p.exitcode))
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        for p in procs:          # each took the signal too; let rank 0 finish its snapshot
+            p.join(60)
+        raise
+    bad = [(r, p.exitcode) for r, p in enumerate(procs) if p.exitcode]
+    if bad:
+        raise ConfigError("rank %d (GPU %d) ended with status %s" % (bad[0][0], gpus[bad[0][0]], bad[0][1]))
     return 0
 
 
