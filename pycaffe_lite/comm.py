@@ -165,16 +165,36 @@ class NCCLComm:
         self.agree(0)
 
 
+def _gone(pid):
+    """Whether process `pid` has ended (a zombie not yet reaped counts)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            pass
+        return False
+
+
 def peer_watch(comm, interval=1.0):
     """A daemon thread that ends this process (exit 2, naming the lost rank)
     when another rank on the same machine dies: a blocked collective would
     otherwise wait for it forever. Ranks on other machines are left to
     mpiexec, which stops the job when one of its processes dies."""
-    import threading
     import sys
+    import threading
     import time
     me = (socket.gethostname(), os.getpid())
     peers = comm.allgather(me)
+    # mpiexec's own report of a lost process names its pid: this says which rank it was.
+    sys.stderr.write("rank %d is pid %d on %s\n" % (comm.rank, me[1], me[0]))
+    sys.stderr.flush()
 
     def watch():
         while True:
@@ -182,14 +202,7 @@ def peer_watch(comm, interval=1.0):
             for rank, (host, pid) in enumerate(peers):
                 if rank == comm.rank or host != me[0]:
                     continue
-                try:
-                    os.kill(pid, 0)
-                    gone = False
-                except ProcessLookupError:
-                    gone = True
-                except PermissionError:
-                    gone = False
-                if gone:
+                if _gone(pid):
                     sys.stderr.write("error: rank %d (pid %d on %s) is gone; rank %d stops too (snapshots on disk "
                                      "are whole: they are written under temporary names)\n"
                                      % (rank, pid, host, comm.rank))
