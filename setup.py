@@ -23,8 +23,11 @@ setup(
         "pydot",
     ],
     extras_require={
-        "gpu": ["cupy-cuda13x"],
-        "test": ["pytest", "grpcio-tools==1.85.1", "matplotlib", "scikit-learn", "h5py", "plyvel", "scikit-image", "pydot"],
+        "gpu": ["cupy-cuda13x", "nvidia-nccl-cu13"],
+        "mpi": ["mpi4py", "mpich"],
+        "cluster": ["dask[distributed]"],
+        "test": ["pytest", "grpcio-tools==1.85.1", "matplotlib", "scikit-learn", "h5py", "plyvel", "scikit-image", "pydot", "mpi4py", "mpich",
+                 "dask[distributed]"],
         "hdf5": ["h5py"],
         "leveldb": ["plyvel"],
         "draw": ["pydot"],

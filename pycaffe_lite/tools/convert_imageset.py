@@ -8,6 +8,7 @@ LISTFILE lines are 'relative/path label'. Keys are '%08d_<path>' with the
 database is built under a temporary name and renamed when complete."""
 import argparse
 import collections
+import functools
 import os
 import random
 import shutil
@@ -36,6 +37,10 @@ def _parser():
     p.add_argument("--encode_type", default="", help="png, jpg, ...; default: the file's own type")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="threads that decode and resize in parallel (default: one per core)")
+    p.add_argument("--scheduler", default="",
+                   help="decode and resize on a Dask cluster: tcp://host:8786, or local:N for N worker processes "
+                        "here (the database is still written here, in list order)")
+    p.add_argument("--scheduler_timeout", type=float, default=10, help="seconds to wait for the scheduler")
     p.add_argument("root_folder")
     p.add_argument("list_file")
     p.add_argument("db_name")
@@ -55,6 +60,10 @@ def _convert(job, item):
     if datum is None:
         return index, None, None
     return index, datum.SerializeToString(), len(datum.data)
+
+
+def _convert_chunk(job, items):
+    return [_convert(job, item) for item in items]
 
 
 def _ordered(fn, items, workers):
@@ -93,11 +102,22 @@ def convert(args):
     tmp = "%s.incomplete-%d" % (args.db_name.rstrip("/"), os.getpid())
     job = {"root": args.root_folder, "height": args.resize_height, "width": args.resize_width,
            "gray": args.gray, "encoded": args.encoded, "encode_type": args.encode_type.lower()}
+    client = None
+    if args.scheduler:
+        from ..data import cluster
+        client = cluster.client_for(args.scheduler, args.scheduler_timeout)
+        job["root"] = os.path.abspath(args.root_folder)     # the workers may start elsewhere
+        glog.info("Converting on the Dask cluster at %s (%d workers)", client.scheduler.address,
+                  len(client.scheduler_info()["workers"]))
     writer = dbmod.Writer(tmp, backend)
     skipped, count, size = [], 0, None
+    results = iter(())
     try:
         items = list(enumerate(lines))
-        results = _ordered(lambda item: _convert(job, item), items, args.workers)
+        if client is not None:
+            results = cluster.ordered_results(client, functools.partial(_convert_chunk, job), items)
+        else:
+            results = _ordered(lambda item: _convert(job, item), items, args.workers)
         for index, value, nbytes in tqdm(results, total=len(items), unit="img", disable=None,
                                          desc="convert_imageset"):
             name = lines[index][0]
@@ -121,6 +141,8 @@ def convert(args):
         os.rename(tmp, args.db_name)
     finally:
         results.close()
+        if client is not None:
+            cluster.close(client)
         if writer is not None or os.path.exists(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
     glog.info("Processed %d files.", count)
