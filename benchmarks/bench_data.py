@@ -3,7 +3,8 @@
     python benchmarks/bench_data.py [--images 400]
 
 1. convert_imageset on generated 500x375 JPEGs resized to 256x256, images/s
-   with 1 and 2 worker processes, next to the bare OpenCV decode + resize time
+   with 1 and 2 worker threads and on a local Dask cluster of 2 worker
+   processes (--scheduler=local:2), next to the bare OpenCV decode + resize time
    per image (what Caffe's single-threaded tool spends per image).
 2. The Data layer with CaffeNet's TRAIN transform (256x256 -> random 227 crop,
    mirror, mean image), batch 256, images/s in one thread (the prefetch thread
@@ -53,6 +54,15 @@ def bench_convert(tmp, n):
         assert convert_imageset.main(["--resize_height=256", "--resize_width=256", "--workers=%d" % workers,
                                       folder + "/", lst, out]) == 0
         rates[workers] = n / (time.perf_counter() - t)
+    try:
+        import distributed  # noqa: F401
+        out = os.path.join(tmp, "db_dask")
+        t = time.perf_counter()         # includes starting the two worker processes
+        assert convert_imageset.main(["--resize_height=256", "--resize_width=256", "--scheduler=local:2",
+                                      folder + "/", lst, out]) == 0
+        rates["local:2"] = n / (time.perf_counter() - t)
+    except ImportError:
+        pass
     return opencv, rates, os.path.join(tmp, "db1")
 
 
@@ -88,7 +98,8 @@ def main():
         print("convert_imageset, %d JPEGs 500x375 -> 256x256:" % args.images)
         print("  OpenCV decode+resize alone, 1 core: %7.1f images/s" % opencv)
         for w, r in rates.items():
-            print("  convert_imageset, %d worker(s):      %7.1f images/s (%.2fx OpenCV alone)" % (w, r, r / opencv))
+            what = "--scheduler=%s" % w if isinstance(w, str) else "%d worker thread(s)" % w
+            print("  convert_imageset, %-26s %7.1f images/s (%.2fx OpenCV alone)" % (what + ":", r, r / opencv))
         rate = bench_data_layer(tmp, db, args.batches)
         print("Data layer, CaffeNet TRAIN transform (crop 227, mirror, mean), batch 256, one thread:")
         print("  %7.1f images/s" % rate)

@@ -3,7 +3,8 @@
 # torch, protobuf, pytest and OpenCV but no lmdb and no network):
 #   1. the gpu test marker: golden layer and solver cases in GPU mode, CPU vs
 #      GPU agreement, the Data layer feeding the device;
-#   2. CaffeNet batch 256 against PyTorch on the same GPU, strict fp32, then
+#   2. data-parallel training through NCCL (benchmarks/gpu_parallel_check.py);
+#   3. CaffeNet batch 256 against PyTorch on the same GPU, strict fp32, then
 #      with TF32 allowed on both, with peak memory.
 # The machine has no lmdb and no network: first, here,
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
@@ -26,6 +27,8 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
   python3 -c "import cupy, torch; print('cupy', cupy.__version__, '| torch', torch.__version__)" 2>&1
   echo "== gpu tests"
   timeout 240 python3 -m pytest -q -m gpu tests/test_gpu.py 2>&1 | tail -15
+  echo "== data-parallel training through NCCL (caffe train --gpu=all)"
+  timeout 120 python3 benchmarks/gpu_parallel_check.py 2>&1 | tail -5
   echo "== CaffeNet, strict fp32"
   timeout 100 python3 benchmarks/bench_caffenet_gpu.py --batch 256 --iters 10 --json "$OUT_DIR/fp32.json" 2>&1
   echo "== CaffeNet, TF32 allowed"

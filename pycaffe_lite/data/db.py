@@ -26,23 +26,34 @@ def _plyvel():
     return plyvel
 
 
-_ENVS = {}
+_ENVS = {}     # real path -> [environment, readers using it]
 
 
 def _open_lmdb_readonly(path):
-    """One environment per database per process (LMDB allows no more); every
-    Reader gets its own transaction and cursor on it."""
+    """One environment per database per process (LMDB allows no more), shared
+    by the Readers of that database and closed with the last of them."""
     import lmdb
     key = os.path.realpath(path)
-    env = _ENVS.get(key)
-    if env is None:
+    entry = _ENVS.get(key)
+    if entry is None:
         try:
             # lock=False: reading must work on read-only media and shared copies.
             env = lmdb.open(path, readonly=True, lock=False, readahead=False, max_readers=512, subdir=True)
         except lmdb.Error as e:
             raise FormatError("%s: cannot open as LMDB: %s" % (path, e)) from None
-        _ENVS[key] = env
-    return env
+        entry = _ENVS[key] = [env, 0]
+    entry[1] += 1
+    return entry[0]
+
+
+def _release_lmdb(path):
+    key = os.path.realpath(path)
+    entry = _ENVS.get(key)
+    if entry is not None:
+        entry[1] -= 1
+        if entry[1] <= 0:
+            entry[0].close()
+            del _ENVS[key]
 
 
 class Reader:
@@ -104,7 +115,10 @@ class Reader:
 
     def close(self):
         if self.backend == LMDB:
-            self._txn.abort()
+            if self._txn is not None:
+                self._txn.abort()
+                self._txn = None
+                _release_lmdb(self.path)
         else:
             self._db.close()
 

@@ -15,7 +15,8 @@ FLT_MIN = np.float32(np.finfo(np.float32).tiny)
 
 # numpy releases the GIL inside its loops, so big element-wise work split into
 # disjoint slices runs on every core (the BLAS already does for GEMM).
-_WORKERS = max(1, min(os.cpu_count() or 1, 8))
+# OMP_NUM_THREADS caps them, as it does the BLAS (one thread per MPI rank).
+_WORKERS = max(1, min(int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1), os.cpu_count() or 1, 8))
 _pool = ThreadPoolExecutor(_WORKERS) if _WORKERS > 1 else None
 _MIN_PARALLEL = 1 << 18   # elements; below this, threads cost more than they save
 
