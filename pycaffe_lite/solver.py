@@ -504,7 +504,7 @@ class Solver:
                     rng_state = entry.random_state
             if rng_state:
                 backend.rng().bit_generator.state = json.loads(rng_state.decode())
-        if len(state.layer_state):
+        if len(state.layer_state) and self._root():       # rank 0's recurrent state only
             layers = dict(self._layers_with("carried_state"))
             for entry in state.layer_state:
                 if entry.layer in layers:

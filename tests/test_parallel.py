@@ -94,7 +94,9 @@ def weights(path):
 
 def test_two_ranks_equal_one_process_with_iter_size_2(files):
     tmp, solver = files
-    assert caffe_tool.main(["train", "--solver=" + solver("single", iter_size=2)]) == 0
+    single = subprocess.run([sys.executable, "-m", "pycaffe_lite.tools.caffe", "train",
+                             "--solver=" + solver("single", iter_size=2)], capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-3000:]
     res = mpi_train(2, ["--solver=" + solver("pair")])
     assert res.returncode == 0, res.stderr[-3000:]
     for it in (10, 20):
@@ -108,6 +110,11 @@ def test_two_ranks_equal_one_process_with_iter_size_2(files):
     assert tests == ["0", "5", "10", "15", "20"]
     accuracy = re.findall(r"Test net output #0: acc = (\S+)", res.stderr)
     assert len(accuracy) == 5
+    assert accuracy == re.findall(r"Test net output #0: acc = (\S+)", single.stderr)
+    losses = [float(v) for v in re.findall(r"Test net output #1: loss = (\S+)", res.stderr)]
+    np.testing.assert_allclose(losses, [float(v) for v in re.findall(r"Test net output #1: loss = (\S+)",
+                                                                      single.stderr)], rtol=1e-4)
+    assert res.stderr.count("Starting Optimization") == 1           # rank 1 says nothing
     # Only rank 0 writes snapshots: exactly the two of each kind, nothing else.
     snaps = sorted(f for f in os.listdir(tmp) if f.startswith("pair_iter"))
     assert snaps == ["pair_iter_10.caffemodel", "pair_iter_10.solverstate", "pair_iter_20.caffemodel",

@@ -101,8 +101,6 @@ class _PrefetchingLayer(Layer):
     def __del__(self):
         if getattr(self, "_prefetch", None) is not None:
             self._prefetch.close()
-        if getattr(self, "reader", None) is not None:
-            self.reader.close()          # the last reader of a database closes it
 
 
 @register("Data")
