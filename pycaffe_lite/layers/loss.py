@@ -237,17 +237,21 @@ def _labels(layer, label, count, classes):
     return lab
 
 
+def _one_label_per_item(layer, bottom, top):
+    """Reshape of the losses that take (N, ...) scores and N labels."""
+    x, label = bottom
+    if label.count != x.num:
+        raise layer.error("needs one label per item (%d labels for %d items)" % (label.count, x.num), ShapeError)
+    layer.dim = x.count // max(x.num, 1)
+    top[0].reshape(())
+
+
 @register("MultinomialLogisticLoss")
 class MultinomialLogisticLossLayer(LossLayer):
     """-log p[label] of probabilities given as the first bottom, averaged over N."""
     exact_tops = 1
 
-    def reshape(self, bottom, top):
-        x, label = bottom
-        if label.count != x.num:
-            raise self.error("needs one label per item (%d labels for %d items)" % (label.count, x.num), ShapeError)
-        self.dim = x.count // max(x.num, 1)
-        top[0].reshape(())
+    reshape = _one_label_per_item
 
     def forward(self, bottom, top):
         xp = self.xp
@@ -358,12 +362,7 @@ class HingeLossLayer(LossLayer):
     """One-vs-all hinge loss: t = +1 at the label, -1 elsewhere; L1 or squared (L2)."""
     exact_tops = 1
 
-    def reshape(self, bottom, top):
-        x, label = bottom
-        if label.count != x.num:
-            raise self.error("needs one label per item (%d labels for %d items)" % (label.count, x.num), ShapeError)
-        self.dim = x.count // max(x.num, 1)
-        top[0].reshape(())
+    reshape = _one_label_per_item
 
     def _margins(self, bottom):
         """max(0, 1 - t * x), kept in the bottom's diff as Caffe does."""
