@@ -76,7 +76,7 @@ def ours(batch, iters, rng):
     train.blobs["label"].data[...] = rng.randint(0, 1000, size=batch)
 
     def step():
-        train.clear_param_diffs()
+        train._mark_param_diffs_clear()      # what the solver does before each iteration
         train.forward_backward()
     fb = best_of(step, iters)
     return fwd, fb, deploy
