@@ -151,11 +151,12 @@ class Blob:
         self._diff_buf.zero_pending = True
 
     def add_matmul_to_diff(self, a, b):
-        """diff += a @ b, written straight into diff when it is known to be
-        zero (right after zero_diff), which spares a weight-sized temporary."""
+        """diff += a @ b (batched over leading axes, as matmul), written
+        straight into diff when it is known to be zero (right after
+        zero_diff), which spares a weight-sized temporary and a memset."""
         xp = backend.xp()
         flat = self._diff_buf.device_array() if backend.mode() == backend.GPU else self._diff_buf.host_array()
-        target = flat[:self.count].reshape(a.shape[0], b.shape[1])
+        target = flat[:self.count].reshape(a.shape[:-1] + (b.shape[-1],))
         if self._diff_buf.zero_pending:
             xp.matmul(a, b, out=target)
             self._diff_buf.zero_pending = False

@@ -215,8 +215,7 @@ class ConvolutionLayer(_BaseConv):
                     if cols is None:
                         cols = self._im2col(x[s0:s1], ("cols", i))
                     colsg = cols.reshape(g, k // g, -1)
-                    self.blobs[0].dev_diff[...] += xp.matmul(dyg, colsg.transpose(0, 2, 1)).reshape(
-                        self.blobs[0].shape)
+                    self.blobs[0].add_matmul_to_diff(dyg, colsg.transpose(0, 2, 1))
                 if dx_all is not None:
                     dcols = self._buffer("dcols", k * n * area, x.dtype).reshape(g, k // g, n * area)
                     xp.matmul(wg.transpose(0, 2, 1), dyg, out=dcols)
