@@ -20,9 +20,8 @@ if any(v in os.environ for v in _SLOW_BLAS_VARS):
 import argparse  # noqa: E402
 import time  # noqa: E402
 
+import pycaffe_lite as caffe  # noqa: E402  (first: it sets up OpenBLAS's threads, as for any user)
 import numpy as np  # noqa: E402
-
-import pycaffe_lite as caffe  # noqa: E402
 from pycaffe_lite import protoio  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -21,6 +21,8 @@ sys.path.insert(0, HERE)
 
 def one(impl, mode, batch, iters):
     """Run one measurement here; print JSON {ms_per_image, rss_mb}."""
+    if impl == "ours":
+        import pycaffe_lite  # noqa: F401  (first, as the command-line tools load it)
     import numpy as np
     import bench_caffenet_cpu as b
     rng = np.random.RandomState(0)
