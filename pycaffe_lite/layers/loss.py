@@ -54,6 +54,10 @@ class LossLayer(Layer):
         n = {LP.FULL: outer * inner, LP.BATCH_SIZE: outer, LP.NONE: 1}[mode]
         return max(1.0, float(n))
 
+    def refuse_label_backward(self, propagate_down):
+        if len(propagate_down) > 1 and propagate_down[1]:
+            raise self.error("cannot backpropagate to the label input; set propagate_down: false for it")
+
     def ignore_label(self):
         p = self.param.loss_param
         return int(p.ignore_label) if p.HasField("ignore_label") else None
@@ -95,8 +99,7 @@ class SoftmaxWithLossLayer(LossLayer):
             top[1].dev_data[...] = self._prob.reshape(top[1].shape)
 
     def backward(self, top, propagate_down, bottom):
-        if len(propagate_down) > 1 and propagate_down[1]:
-            raise self.error("cannot backpropagate to the label input; set propagate_down: false for it")
+        self.refuse_label_backward(propagate_down)
         if propagate_down[0]:
             _, label = self._views(bottom)
             d = self.ops.softmax_loss_backward(self._prob, label, self.ignore_label())
@@ -262,8 +265,7 @@ class MultinomialLogisticLossLayer(LossLayer):
         top[0].dev_data[...] = -xp.log(picked).sum(dtype=np.float64) / n
 
     def backward(self, top, propagate_down, bottom):
-        if propagate_down[1]:
-            raise self.error("cannot backpropagate to the label input; set propagate_down: false for it")
+        self.refuse_label_backward(propagate_down)
         if propagate_down[0]:
             xp = self.xp
             n = bottom[0].num
@@ -343,8 +345,7 @@ class InfogainLossLayer(LossLayer):
             top[1].dev_data[...] = self._prob.reshape(top[1].shape)
 
     def backward(self, top, propagate_down, bottom):
-        if propagate_down[1]:
-            raise self.error("cannot backpropagate to the label input; set propagate_down: false for it")
+        self.refuse_label_backward(propagate_down)
         if len(propagate_down) > 2 and propagate_down[2]:
             raise self.error("cannot backpropagate to the infogain matrix (bottom 2); set propagate_down: false "
                              "for it")
@@ -384,8 +385,7 @@ class HingeLossLayer(LossLayer):
         top[0].dev_data[...] = total / bottom[0].num
 
     def backward(self, top, propagate_down, bottom):
-        if propagate_down[1]:
-            raise self.error("cannot backpropagate to the label input; set propagate_down: false for it")
+        self.refuse_label_backward(propagate_down)
         if propagate_down[0]:
             xp = self.xp
             n = bottom[0].num
