@@ -129,3 +129,18 @@ def set_multiprocess(flag):
 
 def multiprocess():
     return _parallel["multiprocess"]
+
+
+# Scratch memory for work inside one layer call (transposed diffs, column
+# gradients, GEMM outputs): layers run one at a time, so every layer shares it
+# instead of each keeping its own (about 1 GB less for CaffeNet at batch 64).
+_scratch = {}
+
+
+def scratch(key, size, dtype):
+    """A grow-only buffer of at least `size` elements, shared by all layers."""
+    k = (_state["mode"], _state["device"], key, np.dtype(dtype).str)
+    buf = _scratch.get(k)
+    if buf is None or buf.size < size:
+        buf = _scratch[k] = xp().empty(size, dtype=dtype)
+    return buf[:size]

@@ -2,6 +2,7 @@
 col2im) plus one GEMM per group; the 2-D case has tuned kernels of its own."""
 import math
 
+from .. import backend
 from ..blob import Blob
 from ..errors import ShapeError
 from ..filler import fill
@@ -140,8 +141,9 @@ class _BaseConv(_Geometry, Layer):
         self._cols = [None] * len(bottom)
 
     def _buffer(self, key, size, dtype):
-        """Scratch memory kept across iterations, so big buffers are not
-        allocated (and page-faulted) again on every forward."""
+        """Memory this layer keeps across iterations (the columns backward
+        reuses), so big buffers are not allocated (and page-faulted) again on
+        every forward."""
         bufs = self.__dict__.setdefault("_bufs", {})
         buf = bufs.get(key)
         if buf is None or buf.size < size or buf.dtype != dtype:
@@ -183,7 +185,7 @@ class ConvolutionLayer(_BaseConv):
             chunks = self._chunks(x.shape[0], k * area)
             for s0, s1 in chunks:
                 cols = self._im2col(x[s0:s1], ("cols", i))
-                y = self._buffer("y", m * cols.shape[1], x.dtype).reshape(g, m // g, cols.shape[1])
+                y = backend.scratch("conv_y", m * cols.shape[1], x.dtype).reshape(g, m // g, cols.shape[1])
                 xp.matmul(wg, cols.reshape(g, k // g, -1), out=y)
                 y = y.reshape(m, s1 - s0, area)
                 if self.bias_term:
@@ -205,7 +207,7 @@ class ConvolutionLayer(_BaseConv):
             dx_all = self._as_nchw(b.dev_diff) if propagate_down[i] else None
             for s0, s1 in self._chunks(x.shape[0], k * area):
                 n = s1 - s0
-                dyt = self._buffer("dyt", m * n * area, x.dtype).reshape(m, n, area)
+                dyt = backend.scratch("conv_dyt", m * n * area, x.dtype).reshape(m, n, area)
                 dyt[...] = dy_all[s0:s1].transpose(1, 0, 2)
                 dyg = dyt.reshape(g, m // g, n * area)
                 if want_b:
@@ -217,7 +219,7 @@ class ConvolutionLayer(_BaseConv):
                     colsg = cols.reshape(g, k // g, -1)
                     self.blobs[0].add_matmul_to_diff(dyg, colsg.transpose(0, 2, 1))
                 if dx_all is not None:
-                    dcols = self._buffer("dcols", k * n * area, x.dtype).reshape(g, k // g, n * area)
+                    dcols = backend.scratch("conv_dcols", k * n * area, x.dtype).reshape(g, k // g, n * area)
                     xp.matmul(wg.transpose(0, 2, 1), dyg, out=dcols)
                     dx_all[s0:s1] = self.col2im(dcols.reshape(k, -1), x[s0:s1].shape, self.out_hw)
             self._cols[i] = None
