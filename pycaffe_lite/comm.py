@@ -182,7 +182,7 @@ def _gone(pid):
         return False
 
 
-def peer_watch(comm, interval=1.0):
+def peer_watch(comm, interval=1.0, grace=2.0):
     """A daemon thread that ends this process (exit 2, naming the lost rank)
     when another rank on the same machine dies: a blocked collective would
     otherwise wait for it forever. Ranks on other machines are left to
@@ -203,6 +203,9 @@ def peer_watch(comm, interval=1.0):
                 if rank == comm.rank or host != me[0]:
                     continue
                 if _gone(pid):
+                    # Give the launcher a moment: mpiexec's own clean-up (which
+                    # names the lost pid) comes first when it is on.
+                    time.sleep(grace)
                     sys.stderr.write("error: rank %d (pid %d on %s) is gone; rank %d stops too (snapshots on disk "
                                      "are whole: they are written under temporary names)\n"
                                      % (rank, pid, host, comm.rank))
