@@ -127,10 +127,6 @@ def set_multiprocess(flag):
     _parallel["multiprocess"] = bool(flag)
 
 
-def multiprocess():
-    return _parallel["multiprocess"]
-
-
 # Scratch memory for work inside one layer call (transposed diffs, column
 # gradients, GEMM outputs): layers run one at a time, so every layer shares it
 # instead of each keeping its own (about 1 GB less for CaffeNet at batch 64).

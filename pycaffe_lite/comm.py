@@ -95,9 +95,6 @@ class MPIComm:
     def agree(self, flag):
         return int(self.comm.allreduce(int(flag), op=self.MPI.MAX))
 
-    def barrier(self):
-        self.comm.Barrier()
-
 
 class NCCLComm:
     """Collectives between GPUs through NCCL. `nccl` is cupy.cuda.nccl (or a
@@ -160,9 +157,6 @@ class NCCLComm:
         if self.side is not None:
             return self.side.agree(flag)
         return int(self._slots([flag], 1).max())
-
-    def barrier(self):
-        self.agree(0)
 
 
 def _gone(pid):

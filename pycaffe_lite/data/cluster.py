@@ -3,7 +3,6 @@ parallel fashion, using mapreduce"): workers read, decode, resize and encode
 images into Datum bytes, or sum the pixels of a range of database records;
 the driver writes the database in list order and adds the sums, so the files
 are those the one-process tools write. Imported only with --scheduler."""
-import os
 
 import numpy as np
 
@@ -95,8 +94,3 @@ def mean_on(client, path, backend, records, chunk=500, progress=None):
         if progress is not None:
             progress.update(min(chunk, records - start))
     return total.astype(np.float32) / np.float32(records)
-
-
-def scheduler_pid_info(client):
-    """{worker address: pid} (tests kill a worker with it)."""
-    return client.run(os.getpid)

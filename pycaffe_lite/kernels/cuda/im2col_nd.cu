@@ -4,26 +4,37 @@
 // as small int arrays: size (input), kernel, pad, stride, dilation, out.
 #define PCL_MAX_AXES 8
 
+// Elements of the output, of one input plane, and kernel taps.
+__device__ __forceinline__ void nd_counts(int axes, const int* size, const int* kernel, const int* out,
+                                          long long* area, long long* in_area, long long* taps) {
+  *area = *in_area = *taps = 1;
+  for (int a = 0; a < axes; ++a) {
+    *area *= out[a];
+    *in_area *= size[a];
+    *taps *= kernel[a];
+  }
+}
+
+// The per-axis coordinates of a row-major flat position within `dims`.
+__device__ __forceinline__ void nd_unravel(long long pos, int axes, const int* dims, int* coord) {
+  for (int a = axes - 1; a >= 0; --a) {
+    coord[a] = pos % dims[a];
+    pos /= dims[a];
+  }
+}
+
 // One thread per (c, n, output position); it writes every tap.
 extern "C" __global__ void im2col_nd(const long long count, const float* x, const int N, const int C,
                                      const int axes, const int* size, const int* kernel, const int* pad,
                                      const int* stride, const int* dilation, const int* out, float* cols) {
   CUDA_KERNEL_LOOP(index, count) {
-    long long area = 1, in_area = 1, taps = 1;
-    for (int a = 0; a < axes; ++a) {
-      area *= out[a];
-      in_area *= size[a];
-      taps *= kernel[a];
-    }
+    long long area, in_area, taps;
+    nd_counts(axes, size, kernel, out, &area, &in_area, &taps);
     const long long pos = index % area;
     const int n = (index / area) % N;
     const int c = index / (area * N);
     int opos[PCL_MAX_AXES];
-    long long rest = pos;
-    for (int a = axes - 1; a >= 0; --a) {
-      opos[a] = rest % out[a];
-      rest /= out[a];
-    }
+    nd_unravel(pos, axes, out, opos);
     const float* img = x + ((long long)n * C + c) * in_area;
     const long long L = (long long)N * area;
     for (long long t = 0; t < taps; ++t) {
@@ -48,21 +59,13 @@ extern "C" __global__ void col2im_nd(const long long count, const float* cols, c
                                      const int axes, const int* size, const int* kernel, const int* pad,
                                      const int* stride, const int* dilation, const int* out, float* x) {
   CUDA_KERNEL_LOOP(index, count) {
-    long long area = 1, in_area = 1, taps = 1;
-    for (int a = 0; a < axes; ++a) {
-      area *= out[a];
-      in_area *= size[a];
-      taps *= kernel[a];
-    }
+    long long area, in_area, taps;
+    nd_counts(axes, size, kernel, out, &area, &in_area, &taps);
     const long long ipos = index % in_area;
     const int c = (index / in_area) % C;
     const int n = index / (in_area * C);
     int coord[PCL_MAX_AXES];
-    long long rest = ipos;
-    for (int a = axes - 1; a >= 0; --a) {
-      coord[a] = rest % size[a];
-      rest /= size[a];
-    }
+    nd_unravel(ipos, axes, size, coord);
     const long long L = (long long)N * area;
     float val = 0.f;
     for (long long t = 0; t < taps; ++t) {
