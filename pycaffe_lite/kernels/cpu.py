@@ -4,6 +4,7 @@ Each function here has a twin of the same signature in the GPU kernel table.
 Images are (N, C, H, W); `kernel`, `pad`, `stride`, `dilation` are (h, w) pairs
 and `out_hw` is the output (height, width) the layer computed."""
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -33,7 +34,8 @@ def _run_split(fn, n, work):
         f.result()
 
 
-CHUNK = 1 << 15   # elements per slice of element-wise solver work (stays in L2)
+CHUNK = 1 << 17   # elements per slice of element-wise solver work: a few arrays of it stay in L2,
+                  # and slices this long keep the per-call cost of numpy small
 
 
 def chunked(fn, n):
@@ -45,6 +47,21 @@ def chunked(fn, n):
         fn(0, n)
         return
     _run_split(lambda a, b: span(a * CHUNK, min(n, b * CHUNK)), (n + CHUNK - 1) // CHUNK, n)
+
+
+_scratch_bufs = {}
+
+
+def _scratch(key, shape, dtype):
+    """A grow-only buffer reused across calls (big temporaries allocated anew
+    each iteration cost page faults), one per thread; callers must not hold
+    it across calls."""
+    size = int(np.prod(shape))
+    k = (key, np.dtype(dtype).str, threading.get_ident())
+    buf = _scratch_bufs.get(k)
+    if buf is None or buf.size < size:
+        buf = _scratch_bufs[k] = np.empty(size, dtype=dtype)
+    return buf[:size].reshape(shape)
 
 
 # ---------------------------------------------------------------- convolution
@@ -147,20 +164,24 @@ def max_pool_argmax(x, y, kernel, pad, stride, out_hw):
     return index
 
 
-def max_pool_backward(dy, x, y, kernel, pad, stride, out_hw):
+def max_pool_backward(dy, x, y, kernel, pad, stride, out_hw, out=None):
     """Route each output's diff to the first input in its window that equals
-    the max (the same element forward picked)."""
+    the max (the same element forward picked). `out`, when given, receives
+    the result (the layer passes its bottom diff: no temporary, no copy)."""
     n, c, h, w = x.shape
     (ph, pw) = pad
     eh, ew = _window_extra(h, w, kernel, pad, stride, out_hw)
     xp = _padded(x, pad, (eh, ew), fill=-np.inf)
-    acc = np.zeros(xp.shape, dtype=dy.dtype)
+    dx = np.empty(x.shape, dtype=dy.dtype) if out is None else out
+    acc = dx if xp is x else _scratch("pool_acc", xp.shape, dy.dtype)
 
     def images(s, e):
         ys, dys = y[s:e], dy[s:e]
-        pending = np.ones(ys.shape, dtype=bool)
-        hit = np.empty(ys.shape, dtype=bool)
-        share = np.empty(ys.shape, dtype=dy.dtype)
+        pending = _scratch("pool_pending", ys.shape, bool)
+        hit = _scratch("pool_hit", ys.shape, bool)
+        share = _scratch("pool_share", ys.shape, dy.dtype)
+        acc[s:e] = 0
+        pending[...] = True
         for (_, _, v), (_, _, a) in zip(_taps(xp[s:e], kernel, stride, out_hw),
                                         _taps(acc[s:e], kernel, stride, out_hw)):
             np.equal(v, ys, out=hit)
@@ -168,8 +189,10 @@ def max_pool_backward(dy, x, y, kernel, pad, stride, out_hw):
             pending ^= hit
             np.multiply(dys, hit, out=share)
             a += share
+        if acc is not dx:
+            dx[s:e] = acc[s:e, :, ph:ph + h, pw:pw + w]
     _run_split(images, n, x.size)
-    return acc[:, :, ph:ph + h, pw:pw + w]
+    return dx
 
 
 def ave_pool_divisor(h, w, kernel, pad, stride, out_hw):
@@ -191,15 +214,20 @@ def ave_pool_forward(x, kernel, pad, stride, out_hw):
     return acc / ave_pool_divisor(h, w, kernel, pad, stride, out_hw)
 
 
-def ave_pool_backward(dy, x_shape, kernel, pad, stride, out_hw):
+def ave_pool_backward(dy, x_shape, kernel, pad, stride, out_hw, out=None):
     n, c, h, w = x_shape
     (ph, pw) = pad
     eh, ew = _window_extra(h, w, kernel, pad, stride, out_hw)
-    acc = np.zeros((n, c, h + 2 * ph + eh, w + 2 * pw + ew), dtype=dy.dtype)
+    padded = (n, c, h + 2 * ph + eh, w + 2 * pw + ew)
+    dx = np.empty(tuple(x_shape), dtype=dy.dtype) if out is None else out
+    acc = dx if padded == tuple(x_shape) else _scratch("pool_acc", padded, dy.dtype)
+    acc[...] = 0
     share = dy / ave_pool_divisor(h, w, kernel, pad, stride, out_hw)
     for _, _, v in _taps(acc, kernel, stride, out_hw):
         v += share
-    return acc[:, :, ph:ph + h, pw:pw + w]
+    if acc is not dx:
+        dx[...] = acc[:, :, ph:ph + h, pw:pw + w]
+    return dx
 
 
 # ---------------------------------------------------------------- LRN

@@ -44,6 +44,20 @@ class CudaOps:
     def _f32(self, a):
         return self.xp.ascontiguousarray(a, dtype=self.xp.float32)
 
+    def _out(self, out, shape):
+        """Where a kernel can write its result: `out` itself when it is a
+        contiguous float32 array of that shape, else a new array."""
+        shape = tuple(shape)
+        if out is not None and out.dtype == self.xp.float32 and out.flags.c_contiguous and out.shape == shape:
+            return out
+        return self.xp.empty(shape, dtype=self.xp.float32)
+
+    def _into(self, out, result):
+        if out is None or out is result:
+            return result
+        out[...] = result
+        return out
+
     # -- convolution ----------------------------------------------------------
     def im2col(self, x, kernel, pad, stride, dilation, out_hw, out=None):
         x = self._f32(x)
@@ -107,12 +121,12 @@ class CudaOps:
                      *self._pool_args(x.shape, kernel, pad, stride, out_hw), index)
         return index
 
-    def max_pool_backward(self, dy, x, y, kernel, pad, stride, out_hw):
+    def max_pool_backward(self, dy, x, y, kernel, pad, stride, out_hw, out=None):
         index = self.max_pool_argmax(x, y, kernel, pad, stride, out_hw)
-        dx = self.xp.empty(x.shape, dtype=self.xp.float32)
+        dx = self._out(out, x.shape)
         self._launch("max_pool_backward", dx.size, self._f32(dy), index,
                      *self._pool_args(x.shape, kernel, pad, stride, out_hw), dx)
-        return dx
+        return self._into(out, dx)
 
     def ave_pool_forward(self, x, kernel, pad, stride, out_hw):
         x = self._f32(x)
@@ -120,11 +134,11 @@ class CudaOps:
         self._launch("ave_pool_forward", y.size, x, *self._pool_args(x.shape, kernel, pad, stride, out_hw), y)
         return y
 
-    def ave_pool_backward(self, dy, x_shape, kernel, pad, stride, out_hw):
-        dx = self.xp.empty(tuple(x_shape), dtype=self.xp.float32)
+    def ave_pool_backward(self, dy, x_shape, kernel, pad, stride, out_hw, out=None):
+        dx = self._out(out, x_shape)
         self._launch("ave_pool_backward", dx.size, self._f32(dy),
                      *self._pool_args(x_shape, kernel, pad, stride, out_hw), dx)
-        return dx
+        return self._into(out, dx)
 
     # -- LRN ----------------------------------------------------------------------
     def lrn_across_forward(self, x, size, alpha, beta, k):

@@ -83,8 +83,8 @@ class PoolingLayer(Layer):
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
-            bottom[0].dev_diff[...] = pool_backward(self.ops, self.method, top[0].dev_diff, bottom[0].dev_data,
-                                                    top[0].dev_data, self.kernel, self.pad, self.stride, self.out_hw)
+            pool_backward(self.ops, self.method, top[0].dev_diff, bottom[0].dev_data, top[0].dev_data,
+                          self.kernel, self.pad, self.stride, self.out_hw, out=bottom[0].dev_diff)
 
 
 def pool_forward(ops, method, x, kernel, pad, stride, out_hw):
@@ -94,10 +94,10 @@ def pool_forward(ops, method, x, kernel, pad, stride, out_hw):
     return ops.ave_pool_forward(x, kernel, pad, stride, out_hw)
 
 
-def pool_backward(ops, method, dy, x, y, kernel, pad, stride, out_hw):
+def pool_backward(ops, method, dy, x, y, kernel, pad, stride, out_hw, out=None):
     if method == P.MAX:
-        return ops.max_pool_backward(dy, x, y, kernel, pad, stride, out_hw)
-    return ops.ave_pool_backward(dy, x.shape, kernel, pad, stride, out_hw)
+        return ops.max_pool_backward(dy, x, y, kernel, pad, stride, out_hw, out=out)
+    return ops.ave_pool_backward(dy, x.shape, kernel, pad, stride, out_hw, out=out)
 
 
 @register("SPP")
