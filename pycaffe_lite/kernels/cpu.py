@@ -4,7 +4,6 @@ Each function here has a twin of the same signature in the GPU kernel table.
 Images are (N, C, H, W); `kernel`, `pad`, `stride`, `dilation` are (h, w) pairs
 and `out_hw` is the output (height, width) the layer computed."""
 import os
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -54,10 +53,9 @@ _scratch_bufs = {}
 
 def _scratch(key, shape, dtype):
     """A grow-only buffer reused across calls (big temporaries allocated anew
-    each iteration cost page faults), one per thread; callers must not hold
-    it across calls."""
+    each iteration cost page faults); callers must not hold it across calls."""
     size = int(np.prod(shape))
-    k = (key, np.dtype(dtype).str, threading.get_ident())
+    k = (key, np.dtype(dtype).str)
     buf = _scratch_bufs.get(k)
     if buf is None or buf.size < size:
         buf = _scratch_bufs[k] = np.empty(size, dtype=dtype)
@@ -177,11 +175,10 @@ def max_pool_backward(dy, x, y, kernel, pad, stride, out_hw, out=None):
 
     def images(s, e):
         ys, dys = y[s:e], dy[s:e]
-        pending = _scratch("pool_pending", ys.shape, bool)
-        hit = _scratch("pool_hit", ys.shape, bool)
-        share = _scratch("pool_share", ys.shape, dy.dtype)
+        pending = np.ones(ys.shape, dtype=bool)
+        hit = np.empty(ys.shape, dtype=bool)
+        share = np.empty(ys.shape, dtype=dy.dtype)
         acc[s:e] = 0
-        pending[...] = True
         for (_, _, v), (_, _, a) in zip(_taps(xp[s:e], kernel, stride, out_hw),
                                         _taps(acc[s:e], kernel, stride, out_hw)):
             np.equal(v, ys, out=hit)

@@ -29,6 +29,13 @@ class ReLULayer(NeuronLayer):
         else:
             self.xp.maximum(x, 0, out=top[0].dev_data)
 
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0] and not self.param.relu_param.negative_slope:
+            # written straight into the diff (in place, that is the top's diff too)
+            self.xp.multiply(top[0].dev_diff, bottom[0].dev_data > 0, out=bottom[0].dev_diff)
+        else:
+            super().backward(top, propagate_down, bottom)
+
     def grad(self, dy, b, t):
         # In place, b holds the output, whose sign is the input's.
         s = self.param.relu_param.negative_slope
