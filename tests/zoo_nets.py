@@ -5,144 +5,145 @@ weights are ours."""
 import pycaffe_lite as caffe
 from pycaffe_lite import layers as L, params as P
 
-def _input(n, shape):
-    n.data = L.Input(shape=dict(dim=list(shape)))
+MAX, AVE = P.Pooling.MAX, P.Pooling.AVE
 
-def conv(bottom, nout, ks, stride=1, pad=0, group=1, bias=True, **kw):
-    extra = {} if bias else dict(bias_term=False)
-    return L.Convolution(bottom, num_output=nout, kernel_size=ks, stride=stride, pad=pad, group=group,
-                         weight_filler=dict(type="xavier"), bias_filler=dict(type="constant", value=0.1), **extra, **kw)
 
-def conv_relu(bottom, nout, ks, stride=1, pad=0, group=1):
-    c = conv(bottom, nout, ks, stride, pad, group)
-    r = L.ReLU(c, in_place=True)
-    return c, r
+class Builder:
+    """A NetSpec that names each layer as it is added and chains in-place
+    layers, so every layer can be looked up by its name afterwards."""
+
+    def __init__(self, shape):
+        self.n = caffe.NetSpec()
+        self.n.data = L.Input(shape=dict(dim=list(shape)))
+
+    def add(self, name, top):
+        setattr(self.n, name, top)
+        return top
+
+    def conv(self, name, bottom, nout, ks, stride=1, pad=0, group=1, bias=True, relu=True):
+        extra = {} if bias else dict(bias_term=False)
+        top = self.add(name, L.Convolution(bottom, num_output=nout, kernel_size=ks, stride=stride, pad=pad,
+                                           group=group, weight_filler=dict(type="xavier"),
+                                           bias_filler=dict(type="constant", value=0.1), **extra))
+        return self.add(name + "_relu", L.ReLU(top, in_place=True)) if relu else top
+
+    def bn_scale(self, name, bottom, relu=True):
+        top = self.add(name + "_bn", L.BatchNorm(bottom, use_global_stats=True, in_place=True))
+        top = self.add(name + "_scale", L.Scale(top, bias_term=True, in_place=True))
+        return self.add(name + "_relu", L.ReLU(top, in_place=True)) if relu else top
+
+    def pool(self, name, bottom, method, **kw):
+        return self.add(name, L.Pooling(bottom, pool=method, **kw))
+
+    def softmax(self, bottom):
+        self.add("prob", L.Softmax(bottom))
+        return self.n.to_proto()
+
 
 def googlenet(size=224):
-    n = caffe.NetSpec(); _input(n, (1, 3, size, size))
-    n.conv1, n.relu1 = conv_relu(n.data, 64, 7, 2, 3)
-    n.pool1 = L.Pooling(n.relu1, pool=P.Pooling.MAX, kernel_size=3, stride=2)
-    n.norm1 = L.LRN(n.pool1, local_size=5, alpha=1e-4, beta=0.75)
-    n.conv2r, n.relu2r = conv_relu(n.norm1, 64, 1)
-    n.conv2, n.relu2 = conv_relu(n.relu2r, 192, 3, pad=1)
-    n.norm2 = L.LRN(n.relu2, local_size=5, alpha=1e-4, beta=0.75)
-    n.pool2 = L.Pooling(n.norm2, pool=P.Pooling.MAX, kernel_size=3, stride=2)
-    x = n.pool2
-    cfg = [("3a", 64, 96, 128, 16, 32, 32), ("3b", 128, 128, 192, 32, 96, 64), "pool",
-           ("4a", 192, 96, 208, 16, 48, 64), ("4b", 160, 112, 224, 24, 64, 64), ("4e", 256, 160, 320, 32, 128, 128), "pool",
-           ("5a", 256, 160, 320, 32, 128, 128), ("5b", 384, 192, 384, 48, 128, 128)]
-    for k, c in enumerate(cfg):
-        if c == "pool":
-            x = L.Pooling(x, pool=P.Pooling.MAX, kernel_size=3, stride=2); setattr(n, "pool%d" % k, x); continue
-        name, a, br, b, cr, cc, d = c
-        b1, _ = conv_relu(x, a, 1); setattr(n, name + "_1x1", b1); setattr(n, name + "_r1", _); b1 = _
-        b2r, _ = conv_relu(x, br, 1); setattr(n, name + "_3x3r", b2r); setattr(n, name + "_r2", _)
-        b2, _2 = conv_relu(_, b, 3, pad=1); setattr(n, name + "_3x3", b2); setattr(n, name + "_r3", _2); b2 = _2
-        b3r, _ = conv_relu(x, cr, 1); setattr(n, name + "_5x5r", b3r); setattr(n, name + "_r4", _)
-        b3, _2 = conv_relu(_, cc, 5, pad=2); setattr(n, name + "_5x5", b3); setattr(n, name + "_r5", _2); b3 = _2
-        p = L.Pooling(x, pool=P.Pooling.MAX, kernel_size=3, stride=1, pad=1); setattr(n, name + "_pool", p)
-        b4, _ = conv_relu(p, d, 1); setattr(n, name + "_pproj", b4); setattr(n, name + "_r6", _); b4 = _
-        x = L.Concat(b1, b2, b3, b4); setattr(n, name + "_out", x)
-    n.pool5 = L.Pooling(x, pool=P.Pooling.AVE, kernel_size=7, stride=1)
-    n.drop = L.Dropout(n.pool5, dropout_ratio=0.4, in_place=True)
-    n.fc = L.InnerProduct(n.drop, num_output=1000, weight_filler=dict(type="xavier"))
-    n.prob = L.Softmax(n.fc)
-    return n.to_proto()
+    b = Builder((1, 3, size, size))
+    x = b.conv("conv1", b.n.data, 64, 7, 2, 3)
+    x = b.pool("pool1", x, MAX, kernel_size=3, stride=2)
+    x = b.add("norm1", L.LRN(x, local_size=5, alpha=1e-4, beta=0.75))
+    x = b.conv("conv2_reduce", x, 64, 1)
+    x = b.conv("conv2", x, 192, 3, pad=1)
+    x = b.add("norm2", L.LRN(x, local_size=5, alpha=1e-4, beta=0.75))
+    x = b.pool("pool2", x, MAX, kernel_size=3, stride=2)
+    inception = [("3a", 64, 96, 128, 16, 32, 32), ("3b", 128, 128, 192, 32, 96, 64), None,
+                 ("4a", 192, 96, 208, 16, 48, 64), ("4b", 160, 112, 224, 24, 64, 64),
+                 ("4e", 256, 160, 320, 32, 128, 128), None,
+                 ("5a", 256, 160, 320, 32, 128, 128), ("5b", 384, 192, 384, 48, 128, 128)]
+    for k, cfg in enumerate(inception):
+        if cfg is None:
+            x = b.pool("pool%d" % (k + 3), x, MAX, kernel_size=3, stride=2)
+            continue
+        name, c1, r3, c3, r5, c5, proj = cfg
+        one = b.conv(name + "_1x1", x, c1, 1)
+        three = b.conv(name + "_3x3", b.conv(name + "_3x3_reduce", x, r3, 1), c3, 3, pad=1)
+        five = b.conv(name + "_5x5", b.conv(name + "_5x5_reduce", x, r5, 1), c5, 5, pad=2)
+        pooled = b.pool(name + "_pool", x, MAX, kernel_size=3, stride=1, pad=1)
+        x = b.add(name + "_output", L.Concat(one, three, five, b.conv(name + "_pool_proj", pooled, proj, 1)))
+    x = b.pool("pool5", x, AVE, kernel_size=7, stride=1)
+    x = b.add("drop", L.Dropout(x, dropout_ratio=0.4, in_place=True))
+    return b.softmax(b.add("classifier", L.InnerProduct(x, num_output=1000, weight_filler=dict(type="xavier"))))
 
-def resnet(size=224, blocks=(3, 4, 6, 3)):
-    n = caffe.NetSpec(); _input(n, (1, 3, size, size))
-    def bn_scale(x, name, relu=True):
-        bn = L.BatchNorm(x, use_global_stats=True, in_place=True); setattr(n, "bn_" + name, bn)
-        sc = L.Scale(bn, bias_term=True, in_place=True); setattr(n, "scale_" + name, sc)
-        if relu:
-            sc = L.ReLU(sc, in_place=True); setattr(n, name + "_relu", sc)
-        return sc
-    n.conv1 = conv(n.data, 64, 7, 2, 3, bias=True); c1 = bn_scale(n.conv1, "conv1")
-    n.pool1 = L.Pooling(c1, pool=P.Pooling.MAX, kernel_size=3, stride=2)
-    x = n.pool1
-    widths = [64, 128, 256, 512]
-    for s, (nb, w) in enumerate(zip(blocks, widths)):
-        for bi in range(nb):
-            name = "res%d%s" % (s + 2, chr(97 + bi))
-            stride = 2 if (bi == 0 and s > 0) else 1
-            if bi == 0:
-                br1 = conv(x, 4 * w, 1, stride, bias=False); setattr(n, name + "_branch1", br1); br1 = bn_scale(br1, name + "_branch1", relu=False)
-            else:
-                br1 = x
-            a = conv(x, w, 1, stride, bias=False); setattr(n, name + "_2a", a); a = bn_scale(a, name + "_2a")
-            b = conv(a, w, 3, 1, 1, bias=False); setattr(n, name + "_2b", b); b = bn_scale(b, name + "_2b")
-            c = conv(b, 4 * w, 1, bias=False); setattr(n, name + "_2c", c); c = bn_scale(c, name + "_2c", relu=False)
-            x = L.Eltwise(br1, c); setattr(n, name, x)
-            x = L.ReLU(x, in_place=True); setattr(n, name + "_relu", x)
-    n.pool5 = L.Pooling(x, pool=P.Pooling.AVE, kernel_size=7, stride=1)
-    n.fc1000 = L.InnerProduct(n.pool5, num_output=1000, weight_filler=dict(type="xavier"))
-    n.prob = L.Softmax(n.fc1000)
-    return n.to_proto()
+
+def resnet50(size=224, blocks=(3, 4, 6, 3)):
+    b = Builder((1, 3, size, size))
+    x = b.bn_scale("conv1", b.conv("conv1", b.n.data, 64, 7, 2, 3, relu=False))
+    x = b.pool("pool1", x, MAX, kernel_size=3, stride=2)
+    for stage, (count, width) in enumerate(zip(blocks, (64, 128, 256, 512))):
+        for i in range(count):
+            name = "res%d%s" % (stage + 2, "abcdef"[i])
+            stride = 2 if i == 0 and stage > 0 else 1
+
+            def unit(suffix, bottom, nout, ks, s=1, pad=0, relu=True):
+                conv = b.conv(name + suffix, bottom, nout, ks, s, pad, bias=False, relu=False)
+                return b.bn_scale(name + suffix, conv, relu)
+            shortcut = unit("_branch1", x, 4 * width, 1, stride, relu=False) if i == 0 else x
+            y = unit("_branch2a", x, width, 1, stride)
+            y = unit("_branch2b", y, width, 3, pad=1)
+            y = unit("_branch2c", y, 4 * width, 1, relu=False)
+            x = b.add(name + "_relu", L.ReLU(b.add(name, L.Eltwise(shortcut, y)), in_place=True))
+    x = b.pool("pool5", x, AVE, kernel_size=7, stride=1)
+    return b.softmax(b.add("fc1000", L.InnerProduct(x, num_output=1000, weight_filler=dict(type="xavier"))))
+
 
 def squeezenet(size=227):
-    n = caffe.NetSpec(); _input(n, (1, 3, size, size))
-    n.conv1, n.relu_conv1 = conv_relu(n.data, 64, 3, 2)
-    n.pool1 = L.Pooling(n.relu_conv1, pool=P.Pooling.MAX, kernel_size=3, stride=2)
-    x = n.pool1
-    for i, se in enumerate([(16, 64), (16, 64), "pool", (32, 128), (32, 128), "pool", (48, 192), (48, 192), (64, 256), (64, 256)]):
-        if se == "pool":
-            x = L.Pooling(x, pool=P.Pooling.MAX, kernel_size=3, stride=2); setattr(n, "pool%d" % i, x); continue
-        f = "fire%d" % i
-        s, e = se
-        sq, r = conv_relu(x, s, 1); setattr(n, f + "_squeeze", sq); setattr(n, f + "_rs", r)
-        e1, r1 = conv_relu(r, e, 1); setattr(n, f + "_e1", e1); setattr(n, f + "_re1", r1)
-        e3, r3 = conv_relu(r, e, 3, pad=1); setattr(n, f + "_e3", e3); setattr(n, f + "_re3", r3)
-        x = L.Concat(r1, r3); setattr(n, f + "_concat", x)
-    n.drop9 = L.Dropout(x, dropout_ratio=0.5, in_place=True)
-    n.conv10, n.relu10 = conv_relu(n.drop9, 1000, 1)
-    n.pool10 = L.Pooling(n.relu10, pool=P.Pooling.AVE, global_pooling=True)
-    n.prob = L.Softmax(n.pool10)
-    return n.to_proto()
+    b = Builder((1, 3, size, size))
+    x = b.pool("pool1", b.conv("conv1", b.n.data, 64, 3, 2), MAX, kernel_size=3, stride=2)
+    fires = [(16, 64), (16, 64), None, (32, 128), (32, 128), None, (48, 192), (48, 192), (64, 256), (64, 256)]
+    for k, cfg in enumerate(fires):
+        if cfg is None:
+            x = b.pool("pool%d" % k, x, MAX, kernel_size=3, stride=2)
+            continue
+        squeeze, expand = cfg
+        name = "fire%d" % (k + 2)
+        s = b.conv(name + "_squeeze1x1", x, squeeze, 1)
+        x = b.add(name + "_concat", L.Concat(b.conv(name + "_expand1x1", s, expand, 1),
+                                             b.conv(name + "_expand3x3", s, expand, 3, pad=1)))
+    x = b.add("drop9", L.Dropout(x, dropout_ratio=0.5, in_place=True))
+    x = b.conv("conv10", x, 1000, 1)
+    return b.softmax(b.pool("pool10", x, AVE, global_pooling=True))
+
 
 def mobilenet(size=224):
-    n = caffe.NetSpec(); _input(n, (1, 3, size, size))
-    def cbr(x, nout, ks, stride, group, name):
-        c = conv(x, nout, ks, stride, ks // 2, group, bias=False); setattr(n, name, c)
-        b = L.BatchNorm(c, use_global_stats=True, in_place=True); setattr(n, name + "_bn", b)
-        b = L.Scale(b, bias_term=True, in_place=True); setattr(n, name + "_scale", b)
-        b = L.ReLU(b, in_place=True); setattr(n, name + "_relu", b)
-        return b
-    x = cbr(n.data, 32, 3, 2, 1, "conv1")
-    cin = 32
-    for i, (cout, s) in enumerate([(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (1024, 2), (1024, 1)]):
-        x = cbr(x, cin, 3, s, cin, "conv%d_dw" % (i + 2))
-        x = cbr(x, cout, 1, 1, 1, "conv%d_sep" % (i + 2))
-        cin = cout
-    n.pool6 = L.Pooling(x, pool=P.Pooling.AVE, global_pooling=True)
-    n.fc7 = conv(n.pool6, 1000, 1)
-    n.prob = L.Softmax(n.fc7)
-    return n.to_proto()
+    b = Builder((1, 3, size, size))
+
+    def unit(name, bottom, nout, ks, stride, group):
+        return b.bn_scale(name, b.conv(name, bottom, nout, ks, stride, ks // 2, group, bias=False, relu=False))
+    x = unit("conv1", b.n.data, 32, 3, 2, 1)
+    channels = 32
+    for i, (nout, stride) in enumerate([(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1),
+                                        (1024, 2), (1024, 1)]):
+        x = unit("conv%d_dw" % (i + 2), x, channels, 3, stride, channels)     # depthwise
+        x = unit("conv%d_sep" % (i + 2), x, nout, 1, 1, 1)
+        channels = nout
+    x = b.pool("pool6", x, AVE, global_pooling=True)
+    return b.softmax(b.conv("fc7", x, 1000, 1, relu=False))
+
 
 def fcn(size=64):
-    n = caffe.NetSpec(); _input(n, (1, 3, size, size))
-    n.conv1_1, n.relu1_1 = conv_relu(n.data, 16, 3, pad=100)
-    n.pool1 = L.Pooling(n.relu1_1, pool=P.Pooling.MAX, kernel_size=2, stride=2)
-    n.conv2, n.relu2 = conv_relu(n.pool1, 32, 3, pad=1)
-    n.pool2 = L.Pooling(n.relu2, pool=P.Pooling.MAX, kernel_size=2, stride=2)
-    n.fc6, n.relu6 = conv_relu(n.pool2, 64, 7)
-    n.drop6 = L.Dropout(n.relu6, dropout_ratio=0.5, in_place=True)
-    n.score_fr = conv(n.drop6, 21, 1)
-    n.upscore = L.Deconvolution(n.score_fr, convolution_param=dict(num_output=21, kernel_size=8, stride=4, bias_term=False,
-                                weight_filler=dict(type="gaussian", std=0.1)), param=[dict(lr_mult=0)])
-    n.score = L.Crop(n.upscore, n.data, axis=2, offset=19)
-    return n.to_proto()
+    """FCN-32s's shape in small: pad 100 on the first convolution, a learned
+    upsampling Deconvolution, and a Crop back onto the input."""
+    b = Builder((1, 3, size, size))
+    x = b.pool("pool1", b.conv("conv1", b.n.data, 16, 3, pad=100), MAX, kernel_size=2, stride=2)
+    x = b.pool("pool2", b.conv("conv2", x, 32, 3, pad=1), MAX, kernel_size=2, stride=2)
+    x = b.add("drop6", L.Dropout(b.conv("fc6", x, 64, 7), dropout_ratio=0.5, in_place=True))
+    x = b.conv("score_fr", x, 21, 1, relu=False)
+    x = b.add("upscore", L.Deconvolution(x, convolution_param=dict(
+        num_output=21, kernel_size=8, stride=4, bias_term=False, weight_filler=dict(type="gaussian", std=0.1))))
+    b.add("score", L.Crop(x, b.n.data, axis=2, offset=19))
+    return b.n.to_proto()
+
 
 def nin(size=32):
-    n = caffe.NetSpec(); _input(n, (2, 3, size, size))
-    n.conv1, n.r1 = conv_relu(n.data, 32, 5, pad=2)
-    n.cccp1, n.r2 = conv_relu(n.r1, 32, 1)
-    n.pool1 = L.Pooling(n.r2, pool=P.Pooling.MAX, kernel_size=3, stride=2)
-    n.drop = L.Dropout(n.pool1, in_place=True)
-    n.conv2, n.r3 = conv_relu(n.drop, 64, 5, pad=2)
-    n.pool2 = L.Pooling(n.r3, pool=P.Pooling.AVE, kernel_size=3, stride=2)
-    n.cccp2, n.r4 = conv_relu(n.pool2, 10, 1)
-    n.pool3 = L.Pooling(n.r4, pool=P.Pooling.AVE, global_pooling=True)
-    n.prob = L.Softmax(n.pool3)
-    return n.to_proto()
+    b = Builder((2, 3, size, size))
+    x = b.conv("cccp1", b.conv("conv1", b.n.data, 32, 5, pad=2), 32, 1)
+    x = b.add("drop1", L.Dropout(b.pool("pool1", x, MAX, kernel_size=3, stride=2), in_place=True))
+    x = b.pool("pool2", b.conv("conv2", x, 64, 5, pad=2), AVE, kernel_size=3, stride=2)
+    x = b.conv("cccp2", x, 10, 1)
+    return b.softmax(b.pool("pool3", x, AVE, global_pooling=True))
 
-NETS = dict(googlenet=googlenet, resnet50=resnet, squeezenet=squeezenet, mobilenet=mobilenet, fcn=fcn, nin=nin)
+
+NETS = dict(googlenet=googlenet, resnet50=resnet50, squeezenet=squeezenet, mobilenet=mobilenet, fcn=fcn, nin=nin)
