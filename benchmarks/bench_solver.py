@@ -65,6 +65,38 @@ def main():
     print("CaffeNet TRAIN, batch %d, %d parameters, mean of %d iterations:" % (args.batch, params, args.iters))
     print("  forward+backward   %8.1f ms" % (1e3 * fb / n))
     print("  solver (the rest)  %8.1f ms  = %.1f%% of the iteration" % (1e3 * other / n, 100 * other / total))
+    torch_reference(args)
+
+
+def torch_reference(args):
+    """The same split for PyTorch: forward+backward, then torch.optim.SGD's
+    step (momentum, weight decay) over the same 61M parameters."""
+    try:
+        import torch
+    except ImportError:
+        print("(PyTorch not installed: no reference split)")
+        return
+    from bench_caffenet_cpu import torch_caffenet
+    model = torch_caffenet(torch).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=0.0005)
+    x = torch.randn(args.batch, 3, 227, 227) * 50
+    labels = torch.randint(0, 1000, (args.batch,))
+    loss_fn = torch.nn.CrossEntropyLoss()
+    fb = step = 0.0
+    for it in range(args.iters + 1):
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=False)
+        loss_fn(model(x), labels).backward()
+        t1 = time.perf_counter()
+        opt.step()
+        t2 = time.perf_counter()
+        if it:                      # the first iteration allocates the momentum buffers
+            fb += t1 - t0
+            step += t2 - t1
+    n = float(args.iters)
+    print("PyTorch %s, same batch:" % torch.__version__)
+    print("  forward+backward   %8.1f ms" % (1e3 * fb / n))
+    print("  optimizer step     %8.1f ms  = %.1f%% of the iteration" % (1e3 * step / n, 100 * step / (fb + step)))
 
 
 if __name__ == "__main__":
