@@ -153,7 +153,9 @@ class Blob:
     def add_matmul_to_diff(self, a, b):
         """diff += a @ b (batched over leading axes, as matmul), written
         straight into diff when it is known to be zero (right after
-        zero_diff), which spares a weight-sized temporary and a memset."""
+        zero_diff), which spares a weight-sized temporary and a memset.
+        Otherwise (iter_size > 1, shared weights, `caffe time`) the kernel
+        table's add_matmul accumulates in place (the BLAS's beta = 1)."""
         xp = backend.xp()
         flat = self._diff_buf.device_array() if backend.mode() == backend.GPU else self._diff_buf.host_array()
         target = flat[:self.count].reshape(a.shape[:-1] + (b.shape[-1],))
@@ -161,7 +163,7 @@ class Blob:
             xp.matmul(a, b, out=target)
             self._diff_buf.zero_pending = False
         else:
-            target += xp.matmul(a, b)
+            backend.ops().add_matmul(a, b, target)
 
     def share_data(self, other):
         if self.count != other.count:

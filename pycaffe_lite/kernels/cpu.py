@@ -62,6 +62,36 @@ def _scratch(key, shape, dtype):
     return buf[:size].reshape(shape)
 
 
+# ---------------------------------------------------------------- GEMM
+
+def _blas_operand(m):
+    """(array, transpose flag) that hands the BLAS the matrix m without a
+    copy: m's transpose when that is Fortran-ordered, or m itself, flagged."""
+    if m.T.flags.f_contiguous:
+        return m.T, 0
+    if m.flags.f_contiguous:
+        return m, 1
+    return np.asfortranarray(m.T), 0
+
+
+def add_matmul(a, b, out):
+    """out += a @ b (batched over leading axes, as matmul), by the BLAS with
+    beta = 1, so nothing of out's size is allocated or read twice. out must be
+    C-contiguous; we ask for out.T = b.T @ a.T, which is Fortran-ordered."""
+    from scipy.linalg import blas      # scipy is a plain dependency; load it only when accumulating
+    gemm = blas.get_blas_funcs("gemm", (a, b, out))
+    lead = out.shape[:-2]
+    a = np.broadcast_to(a, lead + a.shape[-2:])
+    b = np.broadcast_to(b, lead + b.shape[-2:])
+    for index in np.ndindex(*lead):
+        bt, trans_b = _blas_operand(b[index])
+        at, trans_a = _blas_operand(a[index])
+        result = gemm(1.0, bt, at, beta=1.0, c=out[index].T, trans_a=trans_b, trans_b=trans_a, overwrite_c=1)
+        if not np.shares_memory(result, out):       # the BLAS wrapper had to copy: keep the sum anyway
+            out[index] = result.T
+    return out
+
+
 # ---------------------------------------------------------------- convolution
 
 # Convolution works through the batch in chunks whose im2col columns take about

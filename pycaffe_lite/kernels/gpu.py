@@ -58,6 +58,11 @@ class CudaOps:
         out[...] = result
         return out
 
+    # -- GEMM -----------------------------------------------------------------
+    def add_matmul(self, a, b, out):
+        out += self.xp.matmul(a, b)
+        return out
+
     # -- convolution ----------------------------------------------------------
     def im2col(self, x, kernel, pad, stride, dilation, out_hw, out=None):
         x = self._f32(x)
