@@ -331,6 +331,11 @@ class EltwiseLayer(Layer):
             xp.multiply(xs[0], xs[1], out=y)
             for x in xs[2:]:
                 y *= x
+        elif self._op == self.SUM and all(c == 1.0 for c in self._coeff):
+            # Caffe's axpy with coefficient 1 is a plain add: no products to round
+            xp.add(xs[0], xs[1], out=y)
+            for x in xs[2:]:
+                y += x
         elif self._op == self.SUM:
             xp.multiply(xs[0], self._coeff[0], out=y)
             for c, x in zip(self._coeff[1:], xs[1:]):

@@ -174,6 +174,15 @@ class ConvolutionLayer(_BaseConv):
         size = x.shape[1] * _prod(self.kernel) * x.shape[0] * _prod(self.out_hw)
         return self.im2col(x, self.out_hw, out=self._buffer(key, size, x.dtype))
 
+    # A pointwise (1x1, stride 1, no pad) convolution's columns are the input
+    # itself: one image, or images big enough for a GEMM each, skip im2col,
+    # col2im and the transposes (the same products, bit for bit).
+    DIRECT_MIN_AREA = 256
+
+    def _direct(self, n, area):
+        pointwise = all(v == 1 for v in self.kernel + self.stride) and not any(self.pad)
+        return pointwise and (n == 1 or area >= self.DIRECT_MIN_AREA)
+
     def forward(self, bottom, top):
         xp, g, m = self.xp, self.group, self.num_output
         wg = self._grouped_weight()                                   # (g, M/g, K/g)
@@ -182,6 +191,13 @@ class ConvolutionLayer(_BaseConv):
         for i, (b, t) in enumerate(zip(bottom, top)):
             x = self._as_nchw(b.dev_data)
             y_all = t.dev_data.reshape(x.shape[0], m, area)
+            n = x.shape[0]
+            if self._direct(n, area):
+                xp.matmul(wg, x.reshape(n, g, k // g, area), out=y_all.reshape(n, g, m // g, area))
+                if self.bias_term:
+                    y_all += self.blobs[1].dev_data[:, None]
+                self._cols[i] = x.reshape(k, area) if n == 1 else None
+                continue
             chunks = self._chunks(x.shape[0], k * area)
             for s0, s1 in chunks:
                 cols = self._im2col(x[s0:s1], ("cols", i))
@@ -218,7 +234,10 @@ class ConvolutionLayer(_BaseConv):
                         cols = self._im2col(x[s0:s1], ("cols", i))
                     colsg = cols.reshape(g, k // g, -1)
                     self.blobs[0].add_matmul_to_diff(dyg, colsg.transpose(0, 2, 1))
-                if dx_all is not None:
+                if dx_all is not None and self._direct(n, area):
+                    xp.matmul(wg.transpose(0, 2, 1), dy_all[s0:s1].reshape(n, g, m // g, area),
+                              out=dx_all[s0:s1].reshape(n, g, k // g, area))
+                elif dx_all is not None:
                     dcols = backend.scratch("conv_dcols", k * n * area, x.dtype).reshape(g, k // g, n * area)
                     xp.matmul(wg.transpose(0, 2, 1), dyg, out=dcols)
                     dx_all[s0:s1] = self.col2im(dcols.reshape(k, -1), x[s0:s1].shape, self.out_hw)

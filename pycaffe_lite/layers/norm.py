@@ -51,17 +51,25 @@ class BatchNormLayer(Layer):
             self.blobs[2].dev_data[...] = self.blobs[2].dev_data * maf + 1
             self.blobs[0].dev_data[...] = self.blobs[0].dev_data * maf + mean
             self.blobs[1].dev_data[...] = self.blobs[1].dev_data * maf + np.float32(corr) * var
-        self._inv_std = (np.float32(1) / xp.sqrt(var + np.float32(self.eps))).reshape(self._shape(x))
+        self._std = xp.sqrt(var + np.float32(self.eps)).reshape(self._shape(x))
+        self._inv_std = np.float32(1) / self._std
+        if self.use_global:
+            # Caffe subtracts the mean, then divides by the standard deviation
+            y = top[0].dev_data
+            xp.subtract(x, mean.reshape(self._shape(x)), out=y)
+            y /= self._std
+            self._y = None
+            return
         y = (x - mean.reshape(self._shape(x))) * self._inv_std
         top[0].dev_data[...] = y
-        self._y = None if self.use_global else y
+        self._y = y
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
         dy = top[0].dev_diff
         if self.use_global:
-            bottom[0].dev_diff[...] = dy * self._inv_std
+            self.xp.divide(dy, self._std, out=bottom[0].dev_diff)
             return
         y = self._y
         axes = (0,) + tuple(range(2, y.ndim))
@@ -134,11 +142,12 @@ class ScaleLayer(_AffineLayer):
 
     def forward(self, bottom, top):
         x = bottom[0].dev_data
-        self._x = x.copy() if bottom[0] is top[0] else None
-        y = x * self._scale(bottom)
+        # in place, backward needs the input, which the output overwrites
+        self._x = x.copy() if bottom[0] is top[0] and self.need_backward else None
+        y = top[0].dev_data
+        self.xp.multiply(x, self._scale(bottom), out=y)
         if self.bias_index is not None:
             y += self.blobs[self.bias_index].dev_data.reshape(self._bshape)
-        top[0].dev_data[...] = y
 
     def backward(self, top, propagate_down, bottom):
         dy = top[0].dev_diff

@@ -1,0 +1,109 @@
+"""The CPU fast paths give the same numbers as the general code, bit for bit:
+pointwise convolution without im2col, MAX pooling taken rows first, and
+BatchNorm/Scale/Eltwise writing straight into their tops."""
+import numpy as np
+import pytest
+
+import pycaffe_lite as caffe
+from pycaffe_lite.kernels import cpu
+from pycaffe_lite.layers import conv
+from pycaffe_lite.layers.pooling import pooled_size
+
+POINTWISE = """
+input: "data" input_shape { dim: %d dim: 4 dim: %d dim: %d }
+force_backward: true
+layer { name: "pw" type: "Convolution" bottom: "data" top: "pw"
+  convolution_param { num_output: 6 kernel_size: 1 group: %d
+    weight_filler { type: "gaussian" std: 0.5 } bias_filler { type: "gaussian" std: 0.5 } } }
+"""
+
+
+def _run_pointwise(tmp_path, n, hw, group, direct_min_area, monkeypatch):
+    monkeypatch.setattr(conv.ConvolutionLayer, "DIRECT_MIN_AREA", direct_min_area)
+    path = tmp_path / ("pw%d.prototxt" % direct_min_area)
+    path.write_text(POINTWISE % (n, hw, hw, group))
+    caffe.set_random_seed(5)
+    net = caffe.Net(str(path), caffe.TEST)
+    rng = np.random.RandomState(1)
+    x = rng.randn(n, 4, hw, hw).astype(np.float32)
+    dy = rng.randn(n, 6, hw, hw).astype(np.float32)
+    net.forward(data=x)
+    net.clear_param_diffs()
+    net.backward(pw=dy)
+    return (net.blobs["pw"].data.copy(), net.blobs["data"].diff.copy(),
+            net.params["pw"][0].diff.copy(), net.params["pw"][1].diff.copy())
+
+
+@pytest.mark.parametrize("n,hw,group", [(1, 5, 1), (3, 17, 1), (3, 17, 2), (2, 4, 2)])
+def test_pointwise_convolution_direct_equals_im2col(tmp_path, monkeypatch, n, hw, group):
+    direct = _run_pointwise(tmp_path, n, hw, group, 1, monkeypatch)           # every layer direct
+    general = _run_pointwise(tmp_path, n, hw, group, 10 ** 9, monkeypatch)    # only batch 1 direct
+    if n == 1:
+        return                                                               # both direct: nothing to compare
+    for a, b in zip(direct, general):
+        np.testing.assert_array_equal(a, b)
+    assert np.abs(direct[1]).max() > 0 and np.abs(direct[2]).max() > 0
+
+
+def _max_pool_by_taps(x, kernel, pad, stride, out_hw):
+    """Every tap in row-major order over the -inf-padded input."""
+    (kh, kw), (ph, pw), (sh, sw), (oh, ow) = kernel, pad, stride, out_hw
+    n, c, h, w = x.shape
+    big = np.full((n, c, h + 2 * ph + kh + sh * oh, w + 2 * pw + kw + sw * ow), -np.inf, np.float32)
+    big[:, :, ph:ph + h, pw:pw + w] = x
+    y = np.full((n, c, oh, ow), -np.inf, np.float32)
+    for i in range(kh):
+        for j in range(kw):
+            np.maximum(y, big[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw], out=y)
+    return y
+
+
+def test_max_pool_rows_first_equals_every_tap():
+    rng = np.random.RandomState(7)
+    checked = 0
+    for _ in range(200):
+        h, w = rng.randint(1, 12, size=2)
+        kh, kw = rng.randint(1, 5, size=2)
+        sh, sw = rng.randint(1, 4, size=2)
+        ph, pw = rng.randint(0, kh), rng.randint(0, kw)
+        if h + 2 * ph < kh or w + 2 * pw < kw:
+            continue
+        out = (pooled_size(h, kh, ph, sh), pooled_size(w, kw, pw, sw))
+        x = rng.randint(-3, 3, size=(2, 3, h, w)).astype(np.float32)        # ties everywhere
+        geometry = ((kh, kw), (ph, pw), (sh, sw), out)
+        np.testing.assert_array_equal(cpu.max_pool_forward(x, *geometry), _max_pool_by_taps(x, *geometry))
+        checked += 1
+    assert checked > 100
+
+
+BN_SCALE = """
+input: "data" input_shape { dim: 2 dim: 3 dim: 4 dim: 5 }
+layer { name: "bn" type: "BatchNorm" bottom: "data" top: "data" batch_norm_param { use_global_stats: true } }
+layer { name: "scale" type: "Scale" bottom: "data" top: "data" scale_param { bias_term: true } }
+layer { name: "sum" type: "Eltwise" bottom: "data" bottom: "data" top: "sum" }
+"""
+
+
+def test_global_batchnorm_divides_by_the_deviation_and_scale_runs_in_place(tmp_path):
+    path = tmp_path / "bn.prototxt"
+    path.write_text(BN_SCALE)
+    net = caffe.Net(str(path), caffe.TEST)
+    rng = np.random.RandomState(3)
+    mean, var, factor = rng.randn(3).astype(np.float32), rng.rand(3).astype(np.float32) + 0.5, np.float32(2.5)
+    net.params["bn"][0].data[...] = mean
+    net.params["bn"][1].data[...] = var
+    net.params["bn"][2].data[...] = factor
+    gamma, beta = rng.rand(3).astype(np.float32) + 0.5, rng.randn(3).astype(np.float32)
+    net.params["scale"][0].data[...] = gamma
+    net.params["scale"][1].data[...] = beta
+    x = rng.randn(2, 3, 4, 5).astype(np.float32)
+    net.forward(data=x)
+    f = np.float32(1) / factor
+    shape = (1, 3, 1, 1)
+    std = np.sqrt(var * f + np.float32(1e-5)).reshape(shape)
+    normalized = (x - (mean * f).reshape(shape)) / std                   # Caffe: subtract, then divide
+    expected = normalized * gamma.reshape(shape) + beta.reshape(shape)
+    np.testing.assert_array_equal(net.blobs["data"].data, expected)
+    np.testing.assert_array_equal(net.blobs["sum"].data, expected + expected)
+    # nothing runs backward here, so the in-place Scale kept no copy of its input
+    assert net.layer_dict["scale"]._x is None
