@@ -146,4 +146,43 @@ def nin(size=32):
     return b.softmax(b.pool("pool3", x, AVE, global_pooling=True))
 
 
-NETS = dict(googlenet=googlenet, resnet50=resnet50, squeezenet=squeezenet, mobilenet=mobilenet, fcn=fcn, nin=nin)
+def inception_v3_block(size=35):
+    """Inception-v3's factorized convolutions: 1x7 and 7x1 kernels with
+    kernel_h/kernel_w and pad_h/pad_w, average pooling with padding."""
+    b = Builder((1, 32, size, size))
+
+    def asym(name, bottom, nout, kh, kw):
+        conv = b.add(name, L.Convolution(bottom, num_output=nout, kernel_h=kh, kernel_w=kw, pad_h=kh // 2,
+                                         pad_w=kw // 2, weight_filler=dict(type="xavier"),
+                                         bias_filler=dict(type="constant", value=0.1)))
+        return b.add(name + "_relu", L.ReLU(conv, in_place=True))
+    x = b.n.data
+    one = b.conv("b1_1x1", x, 48, 1)
+    seven = asym("b2_7x1", asym("b2_1x7", b.conv("b2_reduce", x, 24, 1), 24, 1, 7), 32, 7, 1)
+    pooled = b.pool("b3_pool", x, AVE, kernel_size=3, stride=1, pad=1)
+    x = b.add("mixed", L.Concat(one, seven, b.conv("b3_proj", pooled, 16, 1)))
+    x = b.pool("reduce", b.conv("reduce_3x3", x, 64, 3, stride=2), MAX, kernel_size=3, stride=2)
+    return b.softmax(b.add("fc", L.InnerProduct(x, num_output=10, weight_filler=dict(type="xavier"))))
+
+
+def fcn8s_head(size=48):
+    """FCN-8s's skip fusion: a per-class bilinear Deconvolution (group equal
+    to the classes), Crop with an offset onto a pooled layer, Eltwise SUM."""
+    b = Builder((1, 3, size, size))
+    x = b.conv("conv1", b.n.data, 16, 3, pad=1)
+    pool1 = b.pool("pool1", x, MAX, kernel_size=2, stride=2)
+    pool2 = b.pool("pool2", b.conv("conv2", pool1, 32, 3, pad=1), MAX, kernel_size=2, stride=2)
+    score2 = b.conv("score2", pool2, 5, 1, relu=False)
+    up = b.add("upscore2", L.Deconvolution(score2, convolution_param=dict(
+        num_output=5, group=5, kernel_size=4, stride=2, bias_term=False, weight_filler=dict(type="bilinear"))))
+    score1 = b.conv("score1", pool1, 5, 1, relu=False)
+    crop = b.add("upscore2c", L.Crop(up, score1, axis=2, offset=1))
+    fused = b.add("fuse", L.Eltwise(score1, crop, operation=P.Eltwise.SUM))
+    full = b.add("upscore", L.Deconvolution(fused, convolution_param=dict(
+        num_output=5, group=5, kernel_size=4, stride=2, bias_term=False, weight_filler=dict(type="bilinear"))))
+    b.add("score", L.Crop(full, b.n.data, axis=2, offset=1))
+    return b.n.to_proto()
+
+
+NETS = dict(googlenet=googlenet, resnet50=resnet50, squeezenet=squeezenet, mobilenet=mobilenet, fcn=fcn, nin=nin,
+            inception_v3_block=inception_v3_block, fcn8s_head=fcn8s_head)
