@@ -107,3 +107,35 @@ def test_global_batchnorm_divides_by_the_deviation_and_scale_runs_in_place(tmp_p
     np.testing.assert_array_equal(net.blobs["sum"].data, expected + expected)
     # nothing runs backward here, so the in-place Scale kept no copy of its input
     assert net.layer_dict["scale"]._x is None
+
+
+DEPTHWISE = """
+input: "data" input_shape { dim: 2 dim: 6 dim: 11 dim: 9 }
+force_backward: true
+layer { name: "dw" type: "Convolution" bottom: "data" top: "dw"
+  convolution_param { num_output: 6 group: 6 kernel_h: 3 kernel_w: 2 stride: %d pad: %d dilation: %d
+    weight_filler { type: "gaussian" std: 0.5 } bias_filler { type: "gaussian" std: 0.5 } } }
+"""
+
+
+@pytest.mark.parametrize("stride,pad,dilation", [(1, 1, 1), (2, 1, 1), (2, 0, 2)])
+def test_depthwise_convolution_equals_grouped_gemm(tmp_path, monkeypatch, stride, pad, dilation):
+    path = tmp_path / "dw.prototxt"
+    path.write_text(DEPTHWISE % (stride, pad, dilation))
+    rng = np.random.RandomState(2)
+    results = []
+    for depthwise in (True, False):
+        monkeypatch.setattr(conv.ConvolutionLayer, "_depthwise", lambda self, on=depthwise: on)
+        caffe.set_random_seed(9)
+        net = caffe.Net(str(path), caffe.TEST)
+        x = rng.randn(2, 6, 11, 9).astype(np.float32) if not results else results[0][0]
+        net.forward(data=x)
+        dy = rng.randn(*net.blobs["dw"].shape).astype(np.float32) if not results else results[0][1]
+        net.clear_param_diffs()
+        net.backward(dw=dy)
+        net.backward(dw=dy)                   # parameter diffs accumulate, as Caffe's do
+        results.append((x, dy, net.blobs["dw"].data.copy(), net.blobs["data"].diff.copy(),
+                        net.params["dw"][0].diff.copy(), net.params["dw"][1].diff.copy()))
+    for a, b in zip(results[0][2:], results[1][2:]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+        assert np.abs(a).max() > 0

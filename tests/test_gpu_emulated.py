@@ -112,3 +112,39 @@ def run_solver_case(case, tmp_path, monkeypatch, device_array):
         for i, b in enumerate(blobs):
             key = "weights20/%s/%d" % (name, i)
             assert np.abs(b.data - arrays[key]).max() <= tol[key], key
+
+
+def test_depthwise_and_pointwise_convolution_in_gpu_mode(tmp_path, emulated_gpu):
+    """The GPU twins of the CPU fast paths (depthwise through im2col + one GEMM
+    per channel; pointwise as batched GEMMs) give the CPU's numbers."""
+    path = tmp_path / "net.prototxt"
+    path.write_text("""
+input: "data" input_shape { dim: 2 dim: 4 dim: 7 dim: 7 }
+force_backward: true
+layer { name: "dw" type: "Convolution" bottom: "data" top: "dw"
+  convolution_param { num_output: 4 group: 4 kernel_size: 3 stride: 2 pad: 1
+    weight_filler { type: "gaussian" std: 0.5 } bias_filler { type: "gaussian" std: 0.5 } } }
+layer { name: "pw" type: "Convolution" bottom: "dw" top: "pw"
+  convolution_param { num_output: 5 kernel_size: 1
+    weight_filler { type: "gaussian" std: 0.5 } bias_filler { type: "gaussian" std: 0.5 } } }
+""")
+    rng = np.random.RandomState(0)
+    x = rng.randn(2, 4, 7, 7).astype(np.float32)
+    dy = rng.randn(2, 5, 4, 4).astype(np.float32)
+    gpu_net = caffe.Net(str(path), caffe.TEST)
+    cpu_state = dict(backend._state)
+    runs = []
+    for mode in ("gpu", "cpu"):
+        if mode == "cpu":
+            backend._state.update(mode=backend.CPU, xp=np, ops=backend._cpu_ops)
+        net = gpu_net
+        net.forward(data=x)
+        net.clear_param_diffs()
+        net.backward(pw=dy)
+        runs.append([net.blobs["pw"].data.copy(), net.blobs["data"].diff.copy()] +
+                    [p.diff.copy() for name in ("dw", "pw") for p in net.params[name]])
+    backend._state.clear()
+    backend._state.update(cpu_state)
+    for a, b in zip(*runs):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+        assert np.abs(a).max() > 0

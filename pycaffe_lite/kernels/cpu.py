@@ -147,6 +147,64 @@ def col2im(cols, x_shape, kernel, pad, stride, dilation, out_hw):
     return acc[:, :, ph:ph + h, pw:pw + w].transpose(1, 0, 2, 3)
 
 
+def _tap_view(a, i, j, kernel, stride, dilation, out_hw):
+    (sh, sw), (dh, dw), (oh, ow) = stride, dilation, out_hw
+    return a[..., i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw]
+
+
+def depthwise_conv_forward(x, w, kernel, pad, stride, dilation, out_hw, out):
+    """Convolution with one filter per channel (group = channels =
+    num_output): out[n, c] = sum over taps of w[c, tap] * x[n, c] under the
+    tap, tap by tap over channel slices, without im2col. w is (C, 1, kh, kw)."""
+    kh, kw = kernel
+    c = x.shape[1]
+    xp = _padded(x, pad)
+    taps = w.reshape(c, kh * kw)
+
+    def channels(a, b):
+        y = out[:, a:b]
+        product = np.empty(y.shape, dtype=out.dtype)
+        for t in range(kh * kw):
+            view = _tap_view(xp[:, a:b], t // kw, t % kw, kernel, stride, dilation, out_hw)
+            weight = taps[a:b, t].reshape(1, b - a, 1, 1)
+            if t == 0:
+                np.multiply(view, weight, out=y)
+            else:
+                np.multiply(view, weight, out=product)
+                y += product
+    _run_split(channels, c, out.size * kh * kw)
+    return out
+
+
+def depthwise_conv_backward(dy, x, w, kernel, pad, stride, dilation, out_hw, dx=None, dw=None):
+    """Diffs of depthwise_conv_forward: dw (C, 1, kh, kw) += the per-channel
+    sums of dy times each tap's input, and dx (when given) = the taps' dy
+    weighted back onto the input."""
+    kh, kw = kernel
+    (ph, pw) = pad
+    n, c, h, wd = x.shape
+    xp = _padded(x, pad)
+    taps = w.reshape(c, kh * kw)
+    grad = None if dw is None else dw.reshape(c, kh * kw)
+    acc = None if dx is None else np.zeros(xp.shape, dtype=dy.dtype)
+
+    def channels(a, b):
+        product = np.empty((n, b - a) + tuple(out_hw), dtype=dy.dtype)
+        for t in range(kh * kw):
+            i, j = t // kw, t % kw
+            if grad is not None:
+                np.multiply(dy[:, a:b], _tap_view(xp[:, a:b], i, j, kernel, stride, dilation, out_hw), out=product)
+                grad[a:b, t] += product.sum(axis=(0, 2, 3))
+            if acc is not None:
+                np.multiply(dy[:, a:b], taps[a:b, t].reshape(1, b - a, 1, 1), out=product)
+                view = _tap_view(acc[:, a:b], i, j, kernel, stride, dilation, out_hw)
+                view += product
+    _run_split(channels, c, dy.size * kh * kw)
+    if acc is not None:
+        dx[...] = acc[:, :, ph:ph + h, pw:pw + wd]
+    return dx, dw
+
+
 # ---------------------------------------------------------------- pooling
 
 def _window_extra(h, w, kernel, pad, stride, out_hw):

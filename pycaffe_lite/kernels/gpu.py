@@ -114,6 +114,27 @@ class CudaOps:
         (kh, kw), (ph, pw), (sh, sw), (oh, ow) = kernel, pad, stride, out_hw
         return (_i(c), _i(h), _i(w), _i(kh), _i(kw), _i(ph), _i(pw), _i(sh), _i(sw), _i(oh), _i(ow))
 
+    def depthwise_conv_forward(self, x, w, kernel, pad, stride, dilation, out_hw, out):
+        """The same products through im2col and one small GEMM per channel."""
+        n, c = x.shape[:2]
+        k = kernel[0] * kernel[1]
+        cols = self.im2col(x, kernel, pad, stride, dilation, out_hw).reshape(c, k, -1)
+        y = self.xp.matmul(w.reshape(c, 1, k), cols).reshape(c, n, -1)
+        out[...] = y.transpose(1, 0, 2).reshape(out.shape)
+        return out
+
+    def depthwise_conv_backward(self, dy, x, w, kernel, pad, stride, dilation, out_hw, dx=None, dw=None):
+        n, c = x.shape[:2]
+        k = kernel[0] * kernel[1]
+        dyt = self.xp.ascontiguousarray(dy.reshape(n, c, -1).transpose(1, 0, 2)).reshape(c, 1, -1)
+        if dw is not None:
+            cols = self.im2col(x, kernel, pad, stride, dilation, out_hw).reshape(c, k, -1)
+            dw += self.xp.matmul(dyt, cols.transpose(0, 2, 1)).reshape(dw.shape)
+        if dx is not None:
+            dcols = self.xp.matmul(w.reshape(c, k, 1), dyt).reshape(c * k, -1)
+            dx[...] = self.col2im(dcols, x.shape, kernel, pad, stride, dilation, out_hw)
+        return dx, dw
+
     def max_pool_forward(self, x, kernel, pad, stride, out_hw):
         x = self._f32(x)
         y = self.xp.empty(x.shape[:2] + tuple(out_hw), dtype=self.xp.float32)

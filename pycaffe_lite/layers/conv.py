@@ -183,6 +183,11 @@ class ConvolutionLayer(_BaseConv):
         pointwise = all(v == 1 for v in self.kernel + self.stride) and not any(self.pad)
         return pointwise and (n == 1 or area >= self.DIRECT_MIN_AREA)
 
+    def _depthwise(self):
+        """One filter per channel (MobileNet's depthwise layers): the kernel
+        table convolves tap by tap instead of C tiny GEMMs over im2col."""
+        return len(self.kernel) == 2 and 1 < self.group == self.channels == self.num_output
+
     def forward(self, bottom, top):
         xp, g, m = self.xp, self.group, self.num_output
         wg = self._grouped_weight()                                   # (g, M/g, K/g)
@@ -192,6 +197,13 @@ class ConvolutionLayer(_BaseConv):
             x = self._as_nchw(b.dev_data)
             y_all = t.dev_data.reshape(x.shape[0], m, area)
             n = x.shape[0]
+            if self._depthwise():
+                y4 = y_all.reshape(x.shape[:2] + tuple(self.out_hw))
+                self.ops.depthwise_conv_forward(x, self.blobs[0].dev_data, *self._geometry(self.out_hw), out=y4)
+                if self.bias_term:
+                    y_all += self.blobs[1].dev_data[:, None]
+                self._cols[i] = None
+                continue
             if self._direct(n, area):
                 xp.matmul(wg, x.reshape(n, g, k // g, area), out=y_all.reshape(n, g, m // g, area))
                 if self.bias_term:
@@ -221,6 +233,13 @@ class ConvolutionLayer(_BaseConv):
             x = self._as_nchw(b.dev_data)
             dy_all = self._as_nchw(t.dev_diff).reshape(x.shape[0], m, area)
             dx_all = self._as_nchw(b.dev_diff) if propagate_down[i] else None
+            if self._depthwise():
+                dy4 = dy_all.reshape(x.shape[:2] + tuple(self.out_hw))
+                if want_b:
+                    self.blobs[1].dev_diff[...] += dy4.sum(axis=(0, 2, 3))
+                ops.depthwise_conv_backward(dy4, x, wg.reshape(self.blobs[0].shape), *self._geometry(self.out_hw),
+                                            dx=dx_all, dw=self.blobs[0].dev_diff if want_w else None)
+                continue
             for s0, s1 in self._chunks(x.shape[0], k * area):
                 n = s1 - s0
                 dyt = backend.scratch("conv_dyt", m * n * area, x.dtype).reshape(m, n, area)
