@@ -220,6 +220,9 @@ def _taps(xp, kernel, stride, out_hw):
             yield i, j, xp[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
 
 
+POOL_STEP_BYTES = 4 << 20
+
+
 def max_pool_forward(x, kernel, pad, stride, out_hw):
     """Max over each window; padding never wins. The max is taken down the
     window's rows first, then across its columns: (kh - 1) + (kw - 1) passes
@@ -229,15 +232,21 @@ def max_pool_forward(x, kernel, pad, stride, out_hw):
     xp = _padded(x, pad, _window_extra(h, w, kernel, pad, stride, out_hw), fill=-np.inf)
     y = np.empty((n, c) + tuple(out_hw), dtype=x.dtype)
 
+    # the row maxima of a few images at a time: a small buffer, in cache
+    per = max(1, POOL_STEP_BYTES // max(1, c * oh * xp.shape[3] * x.itemsize))
+
     def images(a, b):
-        rows = xp[a:b, :, 0:sh * (oh - 1) + 1:sh]
-        cols = rows.copy()
-        for i in range(1, kh):
-            np.maximum(cols, xp[a:b, :, i:i + sh * (oh - 1) + 1:sh], out=cols)
-        out = y[a:b]
-        out[...] = cols[..., 0:sw * (ow - 1) + 1:sw]
-        for j in range(1, kw):
-            np.maximum(out, cols[..., j:j + sw * (ow - 1) + 1:sw], out=out)
+        rows = np.empty((min(per, b - a), c, oh, xp.shape[3]), dtype=x.dtype)
+        for s in range(a, b, per):
+            e = min(b, s + per)
+            part = rows[:e - s]
+            part[...] = xp[s:e, :, 0:sh * (oh - 1) + 1:sh]
+            for i in range(1, kh):
+                np.maximum(part, xp[s:e, :, i:i + sh * (oh - 1) + 1:sh], out=part)
+            out = y[s:e]
+            out[...] = part[..., 0:sw * (ow - 1) + 1:sw]
+            for j in range(1, kw):
+                np.maximum(out, part[..., j:j + sw * (ow - 1) + 1:sw], out=out)
     _run_split(images, n, x.size)
     return y
 
