@@ -1,6 +1,7 @@
 """BatchNorm, Scale and Bias."""
 import numpy as np
 
+from .. import backend
 from ..blob import Blob
 from ..errors import ShapeError
 from ..filler import fill
@@ -32,50 +33,70 @@ class BatchNormLayer(Layer):
     def _shape(self, x):
         return (1, -1) + (1,) * (x.ndim - 2)
 
+    def _keep(self, name, like):
+        """A buffer this layer keeps across iterations (no page faults anew)."""
+        buf = self.__dict__.get(name)
+        if buf is None or buf.shape != like.shape or buf.dtype != like.dtype:
+            buf = self.xp.empty_like(like)
+            setattr(self, name, buf)
+        return buf
+
     def forward(self, bottom, top):
         xp = self.xp
         x = bottom[0].dev_data
-        axes = (0,) + tuple(range(2, x.ndim))
+        n, c = x.shape[0], (x.shape[1] if x.ndim > 1 else 1)
+        xs = x.reshape(n, c, -1)
+        ys = top[0].dev_data.reshape(n, c, -1)
         if self.use_global:
             f = float(self.blobs[2].dev_data[0])
             f = 0.0 if f == 0 else 1.0 / f
             mean = self.blobs[0].dev_data * np.float32(f)
             var = self.blobs[1].dev_data * np.float32(f)
+            xp.subtract(xs, mean.reshape(1, c, 1), out=ys)
         else:
-            mean = x.mean(axis=axes)
-            centred = x - mean.reshape(self._shape(x))
-            var = (centred * centred).mean(axis=axes)
-            m = x.size // mean.size
+            # Caffe's order: per image and channel, the spatial sum times 1/m,
+            # then summed over the batch; the same for the squared deviations.
+            m = xs.shape[0] * xs.shape[2]
+            inv_m = np.float32(1.0 / m)
+            mean = (xs.sum(axis=2) * inv_m).sum(axis=0)
+            xp.subtract(xs, mean.reshape(1, c, 1), out=ys)
+            var = (xp.einsum("ncs,ncs->nc", ys, ys) * inv_m).sum(axis=0)     # no squares array
             corr = m / (m - 1.0) if m > 1 else 1.0
             maf = np.float32(self.maf)
             self.blobs[2].dev_data[...] = self.blobs[2].dev_data * maf + 1
             self.blobs[0].dev_data[...] = self.blobs[0].dev_data * maf + mean
             self.blobs[1].dev_data[...] = self.blobs[1].dev_data * maf + np.float32(corr) * var
-        self._std = xp.sqrt(var + np.float32(self.eps)).reshape(self._shape(x))
-        self._inv_std = np.float32(1) / self._std
-        if self.use_global:
-            # Caffe subtracts the mean, then divides by the standard deviation
-            y = top[0].dev_data
-            xp.subtract(x, mean.reshape(self._shape(x)), out=y)
-            y /= self._std
-            self._y = None
-            return
-        y = (x - mean.reshape(self._shape(x))) * self._inv_std
-        top[0].dev_data[...] = y
-        self._y = y
+        # Caffe subtracts the mean, then divides by the standard deviation
+        self._std = xp.sqrt(var + np.float32(self.eps)).reshape(1, c, 1)
+        ys /= self._std
+        self._y = None
+        if not self.use_global and self.need_backward:
+            # the normalized input, which an in-place Scale will overwrite
+            self._y = self._keep("_y_buf", ys)
+            self._y[...] = ys
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
+        xp = self.xp
         dy = top[0].dev_diff
+        n = dy.shape[0]
+        dys = dy.reshape(n, self._std.shape[1], -1)
+        dxs = bottom[0].dev_diff.reshape(dys.shape)
         if self.use_global:
-            self.xp.divide(dy, self._std, out=bottom[0].dev_diff)
+            xp.divide(dys, self._std, out=dxs)
             return
+        # Caffe's order: dx = (dy - (y * sum(dy * y) + sum(dy)) / m) / std,
+        # the sums per channel over batch and space
         y = self._y
-        axes = (0,) + tuple(range(2, y.ndim))
-        mean_dy = dy.mean(axis=axes, keepdims=True)
-        mean_dyy = (dy * y).mean(axis=axes, keepdims=True)
-        bottom[0].dev_diff[...] = (dy - mean_dy - y * mean_dyy) * self._inv_std
+        sum_dyy = xp.einsum("ncs,ncs->nc", dys, y).sum(axis=0)
+        sum_dy = dys.sum(axis=2).sum(axis=0)
+        t = backend.scratch("batchnorm", y.size, y.dtype).reshape(y.shape)
+        xp.multiply(y, sum_dyy.reshape(1, -1, 1), out=t)
+        t += sum_dy.reshape(1, -1, 1)
+        t *= np.float32(-1.0 / (y.shape[0] * y.shape[2]))
+        xp.add(dys, t, out=dxs)
+        dxs /= self._std
 
 
 def _broadcast_geometry(layer, x, axis, shape):
@@ -119,10 +140,20 @@ class _AffineLayer(Layer):
             self.blobs = [Blob(shape)]
             fill(self.blobs[0], p.filler if p.HasField("filler") else default_filler)
 
+    def _blocks(self, a):
+        """a (shaped like the bottom) as (outer, parameter, inner)."""
+        shaped = [i for i, d in enumerate(self._bshape) if d != 1]
+        first, last = (shaped[0], shaped[-1] + 1) if shaped else (0, 0)
+        return a.reshape(int(np.prod(a.shape[:first])), -1, int(np.prod(a.shape[last:])))
+
     def _reduce(self, a):
-        """Sum `a` (shaped like the bottom) down to the parameter's shape."""
-        axes = tuple(i for i, d in enumerate(self._bshape) if d == 1)
-        return a.sum(axis=axes)
+        """Sum `a` (shaped like the bottom) down to the parameter's shape:
+        over the axes after the parameter's (contiguous), then before them."""
+        return self._blocks(a).sum(axis=2).sum(axis=0)
+
+    def _reduce_product(self, a, b):
+        """_reduce(a * b) without the product array."""
+        return self.xp.einsum("opi,opi->op", self._blocks(a), self._blocks(b)).sum(axis=0)
 
 
 @register("Scale")
@@ -143,7 +174,13 @@ class ScaleLayer(_AffineLayer):
     def forward(self, bottom, top):
         x = bottom[0].dev_data
         # in place, backward needs the input, which the output overwrites
-        self._x = x.copy() if bottom[0] is top[0] and self.need_backward else None
+        self._x = None
+        if bottom[0] is top[0] and self.need_backward:
+            buf = self.__dict__.get("_x_buf")
+            if buf is None or buf.shape != x.shape or buf.dtype != x.dtype:
+                buf = self._x_buf = self.xp.empty_like(x)
+            buf[...] = x
+            self._x = buf
         y = top[0].dev_data
         self.xp.multiply(x, self._scale(bottom), out=y)
         if self.bias_index is not None:
@@ -155,13 +192,14 @@ class ScaleLayer(_AffineLayer):
         if self.bias_index is not None and self.param_propagate_down[self.bias_index]:
             self.blobs[self.bias_index].dev_diff[...] += self._reduce(dy).reshape(
                 self.blobs[self.bias_index].shape)
-        if len(bottom) > 1:
-            if propagate_down[1]:
-                bottom[1].dev_diff[...] = self._reduce(dy * x).reshape(bottom[1].shape)
-        elif self.param_propagate_down[0]:
-            self.blobs[0].dev_diff[...] += self._reduce(dy * x).reshape(self.blobs[0].shape)
+        want_scale = propagate_down[1] if len(bottom) > 1 else self.param_propagate_down[0]
+        if want_scale:
+            if len(bottom) > 1:
+                bottom[1].dev_diff[...] = self._reduce_product(dy, x).reshape(bottom[1].shape)
+            else:
+                self.blobs[0].dev_diff[...] += self._reduce_product(dy, x).reshape(self.blobs[0].shape)
         if propagate_down[0]:
-            bottom[0].dev_diff[...] = dy * self._scale(bottom)
+            self.xp.multiply(dy, self._scale(bottom), out=bottom[0].dev_diff)
 
 
 @register("Bias")
