@@ -68,9 +68,9 @@ def one(impl, mode, batch, iters):
 
 def per_layer(batch, iters):
     """Backward ms of each layer, ours and PyTorch's, at one batch size."""
+    import pycaffe_lite as caffe  # first, before numpy: it sets OpenBLAS's thread timeout
     import numpy as np
     import torch
-    import pycaffe_lite as caffe
     import bench_caffenet_cpu as b
     rng = np.random.RandomState(0)
     net = caffe.Net(b.train_net_param(batch), caffe.TRAIN)
