@@ -155,7 +155,7 @@ class Blob:
         straight into diff when it is known to be zero (right after
         zero_diff), which spares a weight-sized temporary and a memset.
         Otherwise (iter_size > 1, shared weights, `caffe time`) the kernel
-        table's add_matmul accumulates in place (the BLAS's beta = 1)."""
+        table's add_matmul accumulates block by block."""
         xp = backend.xp()
         flat = self._diff_buf.device_array() if backend.mode() == backend.GPU else self._diff_buf.host_array()
         target = flat[:self.count].reshape(a.shape[:-1] + (b.shape[-1],))

@@ -307,10 +307,6 @@ def time_net(args):
     glog.info("Initial loss: %g", loss)
     glog.info("Performing Backward")
     net.backward_from_to(len(net.layers) - 1, 0)
-    if backend.mode() == backend.CPU:
-        # parameter diffs accumulate over the iterations through scipy's BLAS:
-        # load it now, not inside the first layer's timed backward
-        from scipy.linalg import blas  # noqa: F401
     n = len(net.layers)
     fwd, bwd = [0.0] * n, [0.0] * n
     total_f = total_b = 0.0
