@@ -4,6 +4,7 @@ numpy or cupy themselves, so one layer definition runs on both devices."""
 import numpy as np
 
 from .kernels import cpu as _cpu_ops
+from .scratch import Buffers
 
 CPU, GPU = 0, 1
 
@@ -130,13 +131,9 @@ def set_multiprocess(flag):
 # Scratch memory for work inside one layer call (transposed diffs, column
 # gradients, GEMM outputs): layers run one at a time, so every layer shares it
 # instead of each keeping its own (about 1 GB less for CaffeNet at batch 64).
-_scratch = {}
+_scratch = Buffers()
 
 
 def scratch(key, size, dtype):
     """A grow-only buffer of at least `size` elements, shared by all layers."""
-    k = (_state["mode"], _state["device"], key, np.dtype(dtype).str)
-    buf = _scratch.get(k)
-    if buf is None or buf.size < size:
-        buf = _scratch[k] = xp().empty(size, dtype=dtype)
-    return buf[:size]
+    return _scratch.get((_state["mode"], _state["device"], key), size, np.dtype(dtype), xp().empty)

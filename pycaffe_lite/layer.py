@@ -6,6 +6,7 @@ loss weight of each top. Subclasses implement `layer_setup`, `reshape`,
 them (count checks, loss weights, reshape before every forward)."""
 from .errors import ConfigError
 from . import backend
+from .scratch import Buffers
 
 _REGISTRY = {}
 
@@ -118,6 +119,12 @@ class Layer:
 
     def backward(self, top, propagate_down, bottom):
         """Write bottom diffs where propagate_down[i]; add to param diffs."""
+
+    def _kept(self, key, size, dtype):
+        """Memory this layer keeps across iterations (the columns its backward
+        reuses, a normalized copy of its input): at least `size` elements."""
+        store = self.__dict__.setdefault("_kept_buffers", Buffers())
+        return store.get((backend.mode(), key), size, dtype, self.xp.empty)
 
     def allow_force_backward(self, bottom_index):
         return True

@@ -8,6 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from ..scratch import Buffers
+
 FLT_MIN = np.float32(np.finfo(np.float32).tiny)
 
 
@@ -48,18 +50,12 @@ def chunked(fn, n):
     _run_split(lambda a, b: span(a * CHUNK, min(n, b * CHUNK)), (n + CHUNK - 1) // CHUNK, n)
 
 
-_scratch_bufs = {}
+_buffers = Buffers()
 
 
 def _scratch(key, shape, dtype):
-    """A grow-only buffer reused across calls (big temporaries allocated anew
-    each iteration cost page faults); callers must not hold it across calls."""
-    size = int(np.prod(shape))
-    k = (key, np.dtype(dtype).str)
-    buf = _scratch_bufs.get(k)
-    if buf is None or buf.size < size:
-        buf = _scratch_bufs[k] = np.empty(size, dtype=dtype)
-    return buf[:size].reshape(shape)
+    """A buffer reused across calls; callers must not hold it across calls."""
+    return _buffers.get(key, int(np.prod(shape)), np.dtype(dtype), np.empty).reshape(shape)
 
 
 # ---------------------------------------------------------------- GEMM

@@ -140,16 +140,6 @@ class _BaseConv(_Geometry, Layer):
             t.reshape(lead + (self.num_output,) + tuple(self.out_hw))
         self._cols = [None] * len(bottom)
 
-    def _buffer(self, key, size, dtype):
-        """Memory this layer keeps across iterations (the columns backward
-        reuses), so big buffers are not allocated (and page-faulted) again on
-        every forward."""
-        bufs = self.__dict__.setdefault("_bufs", {})
-        buf = bufs.get(key)
-        if buf is None or buf.size < size or buf.dtype != dtype:
-            buf = bufs[key] = self.xp.empty(size, dtype=dtype)
-        return buf[:size]
-
     def _as_nchw(self, a):
         return a.reshape((-1,) + a.shape[self.axis:])
 
@@ -172,7 +162,7 @@ class ConvolutionLayer(_BaseConv):
 
     def _im2col(self, x, key):
         size = x.shape[1] * _prod(self.kernel) * x.shape[0] * _prod(self.out_hw)
-        return self.im2col(x, self.out_hw, out=self._buffer(key, size, x.dtype))
+        return self.im2col(x, self.out_hw, out=self._kept(key, size, x.dtype))
 
     # A pointwise (1x1, stride 1, no pad) convolution's columns are the input
     # itself: one image, or images big enough for a GEMM each, skip im2col,

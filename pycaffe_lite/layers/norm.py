@@ -33,14 +33,6 @@ class BatchNormLayer(Layer):
     def _shape(self, x):
         return (1, -1) + (1,) * (x.ndim - 2)
 
-    def _keep(self, name, like):
-        """A buffer this layer keeps across iterations (no page faults anew)."""
-        buf = self.__dict__.get(name)
-        if buf is None or buf.shape != like.shape or buf.dtype != like.dtype:
-            buf = self.xp.empty_like(like)
-            setattr(self, name, buf)
-        return buf
-
     def forward(self, bottom, top):
         xp = self.xp
         x = bottom[0].dev_data
@@ -72,7 +64,7 @@ class BatchNormLayer(Layer):
         self._y = None
         if not self.use_global and self.need_backward:
             # the normalized input, which an in-place Scale will overwrite
-            self._y = self._keep("_y_buf", ys)
+            self._y = self._kept("normalized", ys.size, ys.dtype).reshape(ys.shape)
             self._y[...] = ys
 
     def backward(self, top, propagate_down, bottom):
@@ -176,11 +168,8 @@ class ScaleLayer(_AffineLayer):
         # in place, backward needs the input, which the output overwrites
         self._x = None
         if bottom[0] is top[0] and self.need_backward:
-            buf = self.__dict__.get("_x_buf")
-            if buf is None or buf.shape != x.shape or buf.dtype != x.dtype:
-                buf = self._x_buf = self.xp.empty_like(x)
-            buf[...] = x
-            self._x = buf
+            self._x = self._kept("input", x.size, x.dtype).reshape(x.shape)
+            self._x[...] = x
         y = top[0].dev_data
         self.xp.multiply(x, self._scale(bottom), out=y)
         if self.bias_index is not None:
