@@ -30,9 +30,6 @@ class BatchNormLayer(Layer):
     def reshape(self, bottom, top):
         top[0].reshape_like(bottom[0])
 
-    def _shape(self, x):
-        return (1, -1) + (1,) * (x.ndim - 2)
-
     def forward(self, bottom, top):
         xp = self.xp
         x = bottom[0].dev_data
