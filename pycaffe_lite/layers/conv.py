@@ -198,7 +198,7 @@ class ConvolutionLayer(_BaseConv):
                 xp.matmul(wg, x.reshape(n, g, k // g, area), out=y_all.reshape(n, g, m // g, area))
                 if self.bias_term:
                     y_all += self.blobs[1].dev_data[:, None]
-                self._cols[i] = x.reshape(k, area) if n == 1 else None
+                self._cols[i] = None
                 continue
             chunks = self._chunks(x.shape[0], k * area)
             for s0, s1 in chunks:
@@ -230,6 +230,21 @@ class ConvolutionLayer(_BaseConv):
                 ops.depthwise_conv_backward(dy4, x, wg.reshape(self.blobs[0].shape), *self._geometry(self.out_hw),
                                             dx=dx_all, dw=self.blobs[0].dev_diff if want_w else None)
                 continue
+            n = x.shape[0]
+            if self._direct(n, area):
+                # image by image, as Caffe accumulates its weight gradient:
+                # no columns and no transposed copy of the diff
+                dy4 = dy_all.reshape(n, g, m // g, area)
+                if want_b:
+                    self.blobs[1].dev_diff[...] += dy_all.sum(axis=2).sum(axis=0)
+                if want_w:
+                    x4 = x.reshape(n, g, k // g, area)
+                    for j in range(n):
+                        self.blobs[0].add_matmul_to_diff(dy4[j], x4[j].transpose(0, 2, 1))
+                if dx_all is not None:
+                    xp.matmul(wg.transpose(0, 2, 1), dy4, out=dx_all.reshape(n, g, k // g, area))
+                self._cols[i] = None
+                continue
             for s0, s1 in self._chunks(x.shape[0], k * area):
                 n = s1 - s0
                 dyt = backend.scratch("conv_dyt", m * n * area, x.dtype).reshape(m, n, area)
@@ -243,10 +258,7 @@ class ConvolutionLayer(_BaseConv):
                         cols = self._im2col(x[s0:s1], ("cols", i))
                     colsg = cols.reshape(g, k // g, -1)
                     self.blobs[0].add_matmul_to_diff(dyg, colsg.transpose(0, 2, 1))
-                if dx_all is not None and self._direct(n, area):
-                    xp.matmul(wg.transpose(0, 2, 1), dy_all[s0:s1].reshape(n, g, m // g, area),
-                              out=dx_all[s0:s1].reshape(n, g, k // g, area))
-                elif dx_all is not None:
+                if dx_all is not None:
                     dcols = backend.scratch("conv_dcols", k * n * area, x.dtype).reshape(g, k // g, n * area)
                     xp.matmul(wg.transpose(0, 2, 1), dyg, out=dcols)
                     dx_all[s0:s1] = self.col2im(dcols.reshape(k, -1), x[s0:s1].shape, self.out_hw)
