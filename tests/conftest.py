@@ -55,3 +55,16 @@ def assert_close(actual, expected, key, tol):
 def _cpu_mode():
     caffe.set_mode_cpu()
     yield
+
+
+def make_datum_lmdb(path, n, size, seed):
+    """An LMDB of n random size x size colour Datums, labels cycling 0..2."""
+    import lmdb
+    from pycaffe_lite.data.datum import hwc_to_datum
+    rng = np.random.RandomState(seed)
+    env = lmdb.open(path, map_size=1 << 24)
+    with env.begin(write=True) as txn:
+        for i in range(n):
+            img = rng.randint(0, 256, (size, size, 3)).astype(np.uint8)
+            txn.put(b"%08d" % i, hwc_to_datum(img, i % 3).SerializeToString())
+    env.close()

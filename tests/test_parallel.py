@@ -10,15 +10,13 @@ import subprocess
 import sys
 import time
 
-import lmdb
 import numpy as np
 import pytest
 
 import pycaffe_lite as caffe
-from pycaffe_lite.data.datum import hwc_to_datum
 from pycaffe_lite.proto import caffe_pb2 as pb
 from pycaffe_lite.tools import caffe as caffe_tool
-from conftest import REPO
+from conftest import REPO, make_datum_lmdb
 
 pytest.importorskip("mpi4py", reason="the mpi extra (mpi4py, mpich) brings MPI")
 MPIEXEC = shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which("mpiexec")
@@ -57,14 +55,8 @@ DETERMINISTIC = "mean_value: 120 scale: 0.01"
 RANDOM = "mean_value: 120 scale: 0.01 crop_size: 6 mirror: true"
 
 
-def make_db(path, n=30, size=8):
-    rng = np.random.RandomState(1)
-    env = lmdb.open(path, map_size=1 << 24)
-    with env.begin(write=True) as txn:
-        for i in range(n):
-            img = rng.randint(0, 256, (size, size, 3)).astype(np.uint8)
-            txn.put(b"%08d" % i, hwc_to_datum(img, i % 3).SerializeToString())
-    env.close()
+def make_db(path):
+    make_datum_lmdb(path, n=30, size=8, seed=1)
 
 
 @pytest.fixture

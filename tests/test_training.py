@@ -7,17 +7,15 @@ import subprocess
 import sys
 import time
 
-import lmdb
 import numpy as np
 import pytest
 
 import pycaffe_lite as caffe
-from pycaffe_lite.data.datum import hwc_to_datum
 from pycaffe_lite.proto import caffe_pb2 as pb
 from pycaffe_lite.solver import DivergenceError
 from pycaffe_lite.tools import caffe as caffe_tool
 from pycaffe_lite.tools.parse_log import parse
-from conftest import golden_path
+from conftest import golden_path, make_datum_lmdb
 
 NET = '''name: "small"
 layer { name: "data" type: "Data" top: "data" top: "label" include { phase: TRAIN }
@@ -57,14 +55,8 @@ type: "%(type)s"
 '''
 
 
-def make_db(path, n=13, size=9):
-    rng = np.random.RandomState(0)
-    env = lmdb.open(path, map_size=1 << 24)
-    with env.begin(write=True) as txn:
-        for i in range(n):
-            img = rng.randint(0, 256, (size, size, 3)).astype(np.uint8)
-            txn.put(b"%08d" % i, hwc_to_datum(img, i % 3).SerializeToString())
-    env.close()
+def make_db(path):
+    make_datum_lmdb(path, n=13, size=9, seed=0)
 
 
 @pytest.fixture
