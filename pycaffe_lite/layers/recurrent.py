@@ -206,6 +206,24 @@ def _inner_product(num_output, axis, weight_filler, bias_filler=None):
     return p
 
 
+def _add_input_transforms(layer, net, weight, bias, width):
+    """The layers LSTM and RNN share, with Caffe's names: cont sliced by time
+    step, the input transformed for all steps at once (`weight`_x) and sliced,
+    and the static input's transform reshaped to broadcast over time."""
+    p = layer.param.recurrent_param
+    cont_slice = _layer(net, "Slice", "cont_slice", ["cont"], slice_param=pb.SliceParameter(axis=0))
+    _layer(net, "InnerProduct", "x_transform", ["x"], [weight + "_x"], [weight, bias],
+           inner_product_param=_inner_product(width, 2, p.weight_filler, p.bias_filler)).propagate_down.append(True)
+    if layer.static:
+        static = weight + "_x_static"
+        _layer(net, "InnerProduct", static, ["x_static"], [static + "_preshape"], [weight + "_static"],
+               inner_product_param=_inner_product(width, 1, p.weight_filler)).propagate_down.append(True)
+        _layer(net, "Reshape", static + "_reshape", [static + "_preshape"], [static],
+               reshape_param=pb.ReshapeParameter(shape=_shape((1, -1, width))))
+    x_slice = _layer(net, "Slice", weight + "_x_slice", [weight + "_x"], slice_param=pb.SliceParameter(axis=0))
+    return cont_slice, x_slice
+
+
 @register("LSTM")
 class LSTMLayer(_RecurrentLayer):
     recur_inputs = ["h_0", "c_0"]
@@ -221,15 +239,7 @@ class LSTMLayer(_RecurrentLayer):
         state = _layer(net, "Input", "", tops=["c_0", "h_0"])
         for _ in range(2):
             state.input_param.shape.add().CopyFrom(_shape((1, self.N, H)))
-        cont_slice = _layer(net, "Slice", "cont_slice", ["cont"], slice_param=pb.SliceParameter(axis=0))
-        _layer(net, "InnerProduct", "x_transform", ["x"], ["W_xc_x"], ["W_xc", "b_c"],
-               inner_product_param=_inner_product(4 * H, 2, p.weight_filler, p.bias_filler)).propagate_down.append(True)
-        if self.static:
-            _layer(net, "InnerProduct", "W_xc_x_static", ["x_static"], ["W_xc_x_static_preshape"], ["W_xc_static"],
-                   inner_product_param=_inner_product(4 * H, 1, p.weight_filler)).propagate_down.append(True)
-            _layer(net, "Reshape", "W_xc_x_static_reshape", ["W_xc_x_static_preshape"], ["W_xc_x_static"],
-                   reshape_param=pb.ReshapeParameter(shape=_shape((1, -1, 4 * H))))
-        x_slice = _layer(net, "Slice", "W_xc_x_slice", ["W_xc_x"], slice_param=pb.SliceParameter(axis=0))
+        cont_slice, x_slice = _add_input_transforms(self, net, "W_xc", "b_c", 4 * H)
         concat = pb.LayerParameter(name="h_concat", type="Concat", top=["h"], concat_param=pb.ConcatParameter(axis=0))
         for t in range(1, T + 1):
             cont_slice.top.append("cont_%d" % t)
@@ -261,15 +271,7 @@ class RNNLayer(_RecurrentLayer):
         p = self.param.recurrent_param
         H, T = self.hidden, self.T
         _layer(net, "Input", "", tops=["h_0"]).input_param.shape.add().CopyFrom(_shape((1, self.N, H)))
-        cont_slice = _layer(net, "Slice", "cont_slice", ["cont"], slice_param=pb.SliceParameter(axis=0))
-        _layer(net, "InnerProduct", "x_transform", ["x"], ["W_xh_x"], ["W_xh", "b_h"],
-               inner_product_param=_inner_product(H, 2, p.weight_filler, p.bias_filler)).propagate_down.append(True)
-        if self.static:
-            _layer(net, "InnerProduct", "W_xh_x_static", ["x_static"], ["W_xh_x_static_preshape"], ["W_xh_static"],
-                   inner_product_param=_inner_product(H, 1, p.weight_filler)).propagate_down.append(True)
-            _layer(net, "Reshape", "W_xh_x_static_reshape", ["W_xh_x_static_preshape"], ["W_xh_x_static"],
-                   reshape_param=pb.ReshapeParameter(shape=_shape((1, -1, H))))
-        x_slice = _layer(net, "Slice", "W_xh_x_slice", ["W_xh_x"], slice_param=pb.SliceParameter(axis=0))
+        cont_slice, x_slice = _add_input_transforms(self, net, "W_xh", "b_h", H)
         concat = pb.LayerParameter(name="o_concat", type="Concat", top=["o"], concat_param=pb.ConcatParameter(axis=0))
         for t in range(1, T + 1):
             cont_slice.top.append("cont_%d" % t)
