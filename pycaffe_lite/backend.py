@@ -1,6 +1,8 @@
 """The compute mode (CPU or GPU) and what goes with it: the array module and the
 kernel table. Layers ask this module for `xp` and `ops` instead of importing
 numpy or cupy themselves, so one layer definition runs on both devices."""
+import os
+
 import numpy as np
 
 from .kernels import cpu as _cpu_ops
@@ -137,3 +139,68 @@ _scratch = Buffers()
 def scratch(key, size, dtype):
     """A grow-only buffer of at least `size` elements, shared by all layers."""
     return _scratch.get((_state["mode"], _state["device"], key), size, np.dtype(dtype), xp().empty)
+
+
+# -- CPU engines -----------------------------------------------------------
+# Two engines on the CPU, as Caffe has engines per layer: numpy (kernels/cpu.py,
+# the reference) and oneDNN (kernels/dnnl.py). The user picks one with
+# set_cpu_engine or PYCAFFE_LITE_CPU_ENGINE; oneDNN is the default wherever its
+# library loads. A layer whose param says `engine: CAFFE` always runs numpy.
+ENGINE_ENV = "PYCAFFE_LITE_CPU_ENGINE"
+CPU_ENGINES = ("dnnl", "numpy")
+_engine = {"name": None, "why": None}
+
+
+def _resolve_engine():
+    from .kernels import dnnl
+    wanted = os.environ.get(ENGINE_ENV, "").strip().lower() or None
+    if wanted in ("onednn", "mkldnn"):
+        wanted = "dnnl"
+    if wanted not in (None,) + CPU_ENGINES:
+        _engine.update(name="numpy" if not dnnl.available() else "dnnl",
+                       why="%s=%s is not an engine (dnnl or numpy)" % (ENGINE_ENV, wanted))
+        return
+    if wanted == "numpy":
+        _engine.update(name="numpy", why="%s=numpy" % ENGINE_ENV)
+    elif dnnl.available():
+        _engine.update(name="dnnl", why=None)
+    else:
+        _engine.update(name="numpy", why="oneDNN is unavailable: %s" % dnnl.unavailable_reason())
+
+
+def cpu_engine():
+    """The CPU engine layers use: 'dnnl' (oneDNN) or 'numpy'."""
+    if _engine["name"] is None:
+        _resolve_engine()
+    return _engine["name"]
+
+
+def cpu_engine_note():
+    """One line saying which CPU engine runs, and why when it is not oneDNN."""
+    from .kernels import dnnl
+    name = cpu_engine()
+    if name == "dnnl":
+        return "CPU engine: oneDNN %s (%s)" % (dnnl.version(), dnnl.library_path())
+    return "CPU engine: numpy (%s)" % _engine["why"]
+
+
+def set_cpu_engine(name):
+    """Run CPU layers on 'dnnl' (oneDNN) or 'numpy'."""
+    from .kernels import dnnl
+    name = str(name).lower()
+    if name in ("onednn", "mkldnn"):
+        name = "dnnl"
+    if name not in CPU_ENGINES:
+        raise ValueError("set_cpu_engine takes 'dnnl' or 'numpy', got %r" % (name,))
+    if name == "dnnl" and not dnnl.available():
+        raise RuntimeError("the oneDNN engine is unavailable: %s" % dnnl.unavailable_reason())
+    _engine.update(name=name, why="set_cpu_engine('numpy')" if name == "numpy" else None)
+
+
+def dnnl_for(engine=0):
+    """kernels.dnnl when a layer (whose param's `engine` field is given) runs
+    on oneDNN now; None when it runs the numpy engine or on the GPU."""
+    if _state["mode"] != CPU or engine == 1 or _dtype["dtype"] is not np.float32 or cpu_engine() != "dnnl":
+        return None
+    from .kernels import dnnl
+    return dnnl

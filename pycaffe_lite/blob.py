@@ -165,6 +165,14 @@ class Blob:
         else:
             backend.ops().add_matmul(a, b, target)
 
+    def host_diff_to_fill(self):
+        """(diff, fresh) on the host: `fresh` when the diff is known to be zero
+        (right after zero_diff), so that a kernel writes it whole instead of
+        adding to it; it is no longer known zero afterwards."""
+        fresh = self._diff_buf.zero_pending
+        self._diff_buf.zero_pending = False
+        return self._view(self._diff_buf.host_array()), fresh
+
     def share_data(self, other):
         if self.count != other.count:
             raise ShapeError("share_data needs equal counts: %s vs %s" % (self._shape, other.shape))

@@ -50,6 +50,12 @@ class Layer:
     exact_tops = min_tops = max_tops = None
     # Loss layers weight their first top by 1 unless loss_weight says otherwise.
     default_loss_weight = 0.0
+    # The field of LayerParameter whose `engine` picks this layer's CPU engine
+    # (Caffe's Engine: CAFFE keeps it on numpy); None: no such field.
+    engine_param = None
+    # Which engine ran this layer's last forward or backward: 'numpy' or
+    # 'dnnl' on the CPU (caffe time prints it).
+    engine = "numpy"
 
     def __init__(self, param):
         self.param = param
@@ -125,6 +131,29 @@ class Layer:
         reuses, a normalized copy of its input): at least `size` elements."""
         store = self.__dict__.setdefault("_kept_buffers", Buffers())
         return store.get((backend.mode(), key), size, dtype, self.xp.empty)
+
+    def dnnl_op(self, key, build):
+        """The oneDNN operation for `key` (the shapes and flags it was built
+        for), made by build(dnnl) once and kept; None when this layer runs the
+        numpy engine, or oneDNN cannot express this case as Caffe defines it."""
+        field = 0
+        if self.engine_param is not None:
+            field = getattr(self.param, self.engine_param).engine
+        dnnl = backend.dnnl_for(field)
+        if dnnl is None:
+            self.engine = "numpy" if backend.mode() == backend.CPU else "gpu"
+            return None
+        ops = self.__dict__.setdefault("_dnnl_ops", {})
+        if key not in ops:
+            if len(ops) >= 4:          # a net reshaped back and forth keeps a few
+                ops.clear()
+            try:
+                ops[key] = build(dnnl)
+            except dnnl.DnnlError:
+                ops[key] = None
+        op = ops[key]
+        self.engine = "numpy" if op is None else "dnnl"
+        return op
 
     def allow_force_backward(self, bottom_index):
         return True

@@ -95,6 +95,7 @@ class _BaseConv(_Geometry, Layer):
     min_bottoms = 1
     min_tops = 1
     transposed = False
+    engine_param = "convolution_param"
 
     def layer_setup(self, bottom, top):
         p = self.param.convolution_param
@@ -147,6 +148,51 @@ class _BaseConv(_Geometry, Layer):
         w = self.blobs[0].dev_data
         return w.reshape(self.group, w.shape[0] // self.group, -1)
 
+    # -- the oneDNN engine: one primitive per pass, whole batch -------------
+    def _dnnl(self, bottom):
+        if len(self.kernel) > 3:
+            return None
+        x_shape = (bottom[0].count_range(0, self.axis),) + bottom[0].shape[self.axis:]
+        y_shape = x_shape[:1] + (self.num_output,) + tuple(self.out_hw)
+        training = self.need_backward
+        return self.dnnl_op((x_shape, training), lambda dnnl: dnnl.Convolution(
+            x_shape, y_shape, self.blobs[0].shape, self.group, self.kernel, self.pad, self.stride,
+            self.dilation, self.bias_term, self.transposed, training))
+
+    def _dnnl_forward(self, bottom, top):
+        op = self._dnnl(bottom)
+        if op is None:
+            return False
+        w = self.blobs[0].dev_data
+        b = self.blobs[1].dev_data if self.bias_term else None
+        for bb, t in zip(bottom, top):
+            op.forward(self._as_nchw(bb.dev_data), w, b, self._as_nchw(t.dev_data))
+        self._cols = [None] * len(bottom)
+        return True
+
+    def _dnnl_backward(self, top, propagate_down, bottom):
+        op = self._dnnl(bottom)
+        if op is None or op.bwd_data is None:
+            return False
+        want_w = self.param_propagate_down[0]
+        want_b = self.bias_term and self.param_propagate_down[1]
+        w = self.blobs[0].dev_data
+        for i, (b, t) in enumerate(zip(bottom, top)):
+            dy = self._as_nchw(t.dev_diff)
+            if want_w:
+                dw, fresh_w = self.blobs[0].host_diff_to_fill()
+                db, fresh_b = None, True
+                if want_b:
+                    db, fresh_b = self.blobs[1].host_diff_to_fill()
+                elif self.bias_term:      # computed alongside, not wanted
+                    db = backend.scratch("conv_db", self.num_output, dy.dtype)
+                op.backward_weights(self._as_nchw(b.dev_data), dy, dw, db, not fresh_w, not fresh_b)
+            elif want_b:
+                self.blobs[1].dev_diff[...] += dy.sum(axis=(0,) + tuple(range(2, dy.ndim)))
+            if propagate_down[i]:
+                op.backward_data(dy, w, self._as_nchw(b.dev_diff))
+        return True
+
 
 @register("Convolution")
 class ConvolutionLayer(_BaseConv):
@@ -179,6 +225,8 @@ class ConvolutionLayer(_BaseConv):
         return len(self.kernel) == 2 and 1 < self.group == self.channels == self.num_output
 
     def forward(self, bottom, top):
+        if self._dnnl_forward(bottom, top):
+            return
         xp, g, m = self.xp, self.group, self.num_output
         wg = self._grouped_weight()                                   # (g, M/g, K/g)
         k = wg.shape[2] * g
@@ -213,6 +261,8 @@ class ConvolutionLayer(_BaseConv):
             self._cols[i] = cols if len(chunks) == 1 else None
 
     def backward(self, top, propagate_down, bottom):
+        if self._dnnl_backward(top, propagate_down, bottom):
+            return
         ops, xp, g, m = self.ops, self.xp, self.group, self.num_output
         wg = self._grouped_weight()
         k = wg.shape[2] * g
@@ -270,6 +320,8 @@ class DeconvolutionLayer(_BaseConv):
     transposed = True
 
     def forward(self, bottom, top):
+        if self._dnnl_forward(bottom, top):
+            return
         xp, g = self.xp, self.group
         w = self.blobs[0].dev_data.reshape(g, self.channels // g, -1)     # (g, C/g, M/g*prod(k))
         for b, t in zip(bottom, top):
@@ -283,6 +335,8 @@ class DeconvolutionLayer(_BaseConv):
             t.dev_data[...] = y.reshape(t.shape)
 
     def backward(self, top, propagate_down, bottom):
+        if self._dnnl_backward(top, propagate_down, bottom):
+            return
         xp, g = self.xp, self.group
         w = self.blobs[0].dev_data.reshape(g, self.channels // g, -1)
         for i, (b, t) in enumerate(zip(bottom, top)):

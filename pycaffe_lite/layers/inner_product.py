@@ -37,7 +37,20 @@ class InnerProductLayer(Layer):
         w = self.blobs[0].dev_data
         return w if self.transpose else w.T
 
+    def _dnnl(self, bottom):
+        m = bottom[0].count_range(0, self.axis)
+        training = self.need_backward
+        bias = len(self.blobs) > 1
+        return self.dnnl_op((m, training), lambda dnnl: dnnl.InnerProduct(
+            m, self.k, self.n_out, self.transpose, bias, training))
+
     def forward(self, bottom, top):
+        op = self._dnnl(bottom)
+        if op is not None:
+            op.forward(bottom[0].dev_data.reshape(-1, self.k), self.blobs[0].dev_data,
+                       self.blobs[1].dev_data if len(self.blobs) > 1 else None,
+                       top[0].dev_data.reshape(-1, self.n_out))
+            return
         x = bottom[0].dev_data.reshape(-1, self.k)
         y = top[0].dev_data.reshape(-1, self.n_out)
         self.xp.matmul(x, self._weight_t(), out=y)
@@ -47,6 +60,17 @@ class InnerProductLayer(Layer):
     def backward(self, top, propagate_down, bottom):
         dy = top[0].dev_diff.reshape(-1, self.n_out)
         x = bottom[0].dev_data.reshape(-1, self.k)
+        op = self._dnnl(bottom)
+        if op is not None and op.bwd_data is not None:
+            want_b = len(self.blobs) > 1 and self.param_propagate_down[1]
+            if self.param_propagate_down[0]:
+                dw, fresh = self.blobs[0].host_diff_to_fill()
+                op.backward_weights(x, dy, dw, None, not fresh, False)
+            if want_b:
+                self.blobs[1].dev_diff[...] += dy.sum(axis=0)
+            if propagate_down[0]:
+                op.backward_data(dy, self.blobs[0].dev_data, bottom[0].dev_diff.reshape(-1, self.k))
+            return
         if self.param_propagate_down[0]:
             if self.transpose:
                 self.blobs[0].add_matmul_to_diff(x.T, dy)

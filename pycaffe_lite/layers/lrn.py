@@ -10,6 +10,7 @@ from ..proto import caffe_pb2 as pb
 class LRNLayer(Layer):
     exact_bottoms = 1
     exact_tops = 1
+    engine_param = "lrn_param"
 
     def layer_setup(self, bottom, top):
         p = self.param.lrn_param
@@ -27,7 +28,22 @@ class LRNLayer(Layer):
         n, pad = self.size, (self.size - 1) // 2
         return (n, n), (pad, pad), (1, 1)
 
+    def _dnnl(self, bottom):
+        # oneDNN's LRN backward is fast on channel blocks of 16 only; its
+        # plain-layout forward is fast for inference.
+        shape, training = bottom[0].shape, self.need_backward
+        if training and shape[1] % 16:
+            return None
+        return self.dnnl_op((shape, training), lambda dnnl: dnnl.LRN(
+            shape, self.size, self.alpha, self.beta, self.k, self.within, training, blocked=training))
+
     def forward(self, bottom, top):
+        op = self._dnnl(bottom)
+        if op is not None:
+            x = bottom[0].dev_data
+            self._x = x.copy() if bottom[0] is top[0] and op.bwd is not None else None
+            op.forward(x, top[0].dev_data)
+            return
         x = bottom[0].dev_data
         if self.within:
             # y = x * (1 + alpha * avepool(x^2))^-beta, avepool padded and
@@ -44,6 +60,11 @@ class LRNLayer(Layer):
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
+            return
+        op = self._dnnl(bottom)
+        if op is not None and op.bwd is not None:
+            x = self._x if self._x is not None else bottom[0].dev_data
+            op.backward(x, top[0].dev_diff, bottom[0].dev_diff)
             return
         dy, y = top[0].dev_diff, top[0].dev_data
         x = self._x if self._x is not None else bottom[0].dev_data

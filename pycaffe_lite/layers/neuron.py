@@ -15,14 +15,54 @@ class NeuronLayer(Layer):
     def reshape(self, bottom, top):
         top[0].reshape_like(bottom[0])
 
+    def dnnl_eltwise(self, bottom, top):
+        """(oneDNN algorithm, alpha, beta) computing this layer as Caffe
+        does, or None. Algorithms whose backward reads the input are named
+        only when the input is still there (not in place)."""
+        return None
+
+    def _dnnl(self, bottom, top):
+        spec = self.dnnl_eltwise(bottom, top)
+        if spec is None:
+            return None
+        shape, training = (bottom[0].count,), self.need_backward
+        return self.dnnl_op((shape, training, spec), lambda dnnl: dnnl.Eltwise(shape, *spec, training=training))
+
+    def dnnl_forward(self, bottom, top):
+        op = self._dnnl(bottom, top)
+        if op is None:
+            return False
+        op.forward(bottom[0].dev_data, top[0].dev_data)
+        return True
+
+    def dnnl_backward(self, top, propagate_down, bottom):
+        op = self._dnnl(bottom, top)
+        if op is None or op.bwd is None:
+            return False
+        if propagate_down[0]:
+            data = top[0].dev_data if op.use_dst else bottom[0].dev_data
+            op.backward(data, top[0].dev_diff, bottom[0].dev_diff)
+        return True
+
     def backward(self, top, propagate_down, bottom):
+        if self.dnnl_backward(top, propagate_down, bottom):
+            return
         if propagate_down[0]:
             bottom[0].dev_diff[...] = self.grad(top[0].dev_diff, bottom[0], top[0])
 
 
 @register("ReLU")
 class ReLULayer(NeuronLayer):
+    engine_param = "relu_param"
+
+    def dnnl_eltwise(self, bottom, top):
+        # Caffe's backward reads the bottom, which in place holds the output
+        # (of the same sign): oneDNN's relu backward is given the same.
+        return ("relu", self.param.relu_param.negative_slope, 0.0)
+
     def forward(self, bottom, top):
+        if self.dnnl_forward(bottom, top):
+            return
         x, s = bottom[0].dev_data, self.param.relu_param.negative_slope
         if s:
             top[0].dev_data[...] = self.xp.where(x > 0, x, x * np.float32(s))
@@ -30,6 +70,8 @@ class ReLULayer(NeuronLayer):
             self.xp.maximum(x, 0, out=top[0].dev_data)
 
     def backward(self, top, propagate_down, bottom):
+        if self.dnnl_backward(top, propagate_down, bottom):
+            return
         if propagate_down[0] and not self.param.relu_param.negative_slope:
             # written straight into the diff (in place, that is the top's diff too)
             self.xp.multiply(top[0].dev_diff, bottom[0].dev_data > 0, out=bottom[0].dev_diff)
@@ -45,7 +87,14 @@ class ReLULayer(NeuronLayer):
 
 @register("Sigmoid")
 class SigmoidLayer(NeuronLayer):
+    engine_param = "sigmoid_param"
+
+    def dnnl_eltwise(self, bottom, top):
+        return ("logistic_dst", 0.0, 0.0)
+
     def forward(self, bottom, top):
+        if self.dnnl_forward(bottom, top):
+            return
         xp = self.xp
         top[0].dev_data[...] = np.float32(0.5) * xp.tanh(np.float32(0.5) * bottom[0].dev_data) + np.float32(0.5)
 
@@ -56,7 +105,14 @@ class SigmoidLayer(NeuronLayer):
 
 @register("TanH")
 class TanHLayer(NeuronLayer):
+    engine_param = "tanh_param"
+
+    def dnnl_eltwise(self, bottom, top):
+        return ("tanh_dst", 0.0, 0.0)
+
     def forward(self, bottom, top):
+        if self.dnnl_forward(bottom, top):
+            return
         self.xp.tanh(bottom[0].dev_data, out=top[0].dev_data)
 
     def grad(self, dy, b, t):
@@ -146,11 +202,18 @@ class LogLayer(_KeepInput):
 
 @register("AbsVal")
 class AbsValLayer(_KeepInput):
+    def dnnl_eltwise(self, bottom, top):
+        return None if bottom[0] is top[0] else ("abs", 0.0, 0.0)
+
     def forward(self, bottom, top):
+        if self.dnnl_forward(bottom, top):
+            return
         self.save_input(bottom, top)
         self.xp.abs(bottom[0].dev_data, out=top[0].dev_data)
 
     def backward(self, top, propagate_down, bottom):
+        if self.dnnl_backward(top, propagate_down, bottom):
+            return
         if propagate_down[0]:
             x = self.input_for_backward(bottom, top)
             bottom[0].dev_diff[...] = top[0].dev_diff * self.xp.sign(x)
@@ -158,7 +221,12 @@ class AbsValLayer(_KeepInput):
 
 @register("BNLL")
 class BNLLLayer(_KeepInput):
+    def dnnl_eltwise(self, bottom, top):
+        return None if bottom[0] is top[0] else ("soft_relu", 1.0, 0.0)
+
     def forward(self, bottom, top):
+        if self.dnnl_forward(bottom, top):
+            return
         xp = self.xp
         self.save_input(bottom, top)
         x = bottom[0].dev_data
@@ -166,6 +234,8 @@ class BNLLLayer(_KeepInput):
         top[0].dev_data[...] = xp.where(x > 0, x + xp.log1p(xp.exp(-x)), xp.log1p(xp.exp(x)))
 
     def backward(self, top, propagate_down, bottom):
+        if self.dnnl_backward(top, propagate_down, bottom):
+            return
         if propagate_down[0]:
             xp = self.xp
             e = xp.exp(xp.minimum(self.input_for_backward(bottom, top), np.float32(50)))
@@ -174,7 +244,12 @@ class BNLLLayer(_KeepInput):
 
 @register("ELU")
 class ELULayer(NeuronLayer):
+    def dnnl_eltwise(self, bottom, top):
+        return None if bottom[0] is top[0] else ("elu", self.param.elu_param.alpha, 0.0)
+
     def forward(self, bottom, top):
+        if self.dnnl_forward(bottom, top):
+            return
         xp, a = self.xp, np.float32(self.param.elu_param.alpha)
         x = bottom[0].dev_data
         top[0].dev_data[...] = xp.where(x > 0, x, a * (xp.exp(xp.minimum(x, 0)) - 1))
@@ -282,7 +357,12 @@ class SwishLayer(NeuronLayer):
     def layer_setup(self, bottom, top):
         self._beta = np.float32(self.param.swish_param.beta)
 
+    def dnnl_eltwise(self, bottom, top):
+        return None if bottom[0] is top[0] else ("swish", self.param.swish_param.beta, 0.0)
+
     def forward(self, bottom, top):
+        if self.dnnl_forward(bottom, top):
+            return
         xp = self.xp
         x = bottom[0].dev_data
         self._sig = np.float32(1) / (np.float32(1) + xp.exp(-self._beta * x))

@@ -30,12 +30,44 @@ class BatchNormLayer(Layer):
     def reshape(self, bottom, top):
         top[0].reshape_like(bottom[0])
 
+    def _dnnl(self, shape):
+        training = self.need_backward
+        return self.dnnl_op((shape, training), lambda dnnl: dnnl.BatchNorm(
+            shape, self.eps, self.use_global, training))
+
+    def _dnnl_forward(self, xs, ys):
+        op = self._dnnl(xs.shape)
+        if op is None:
+            return False
+        c = xs.shape[1]
+        if self.use_global:
+            f = float(self.blobs[2].dev_data[0])
+            f = np.float32(0.0 if f == 0 else 1.0 / f)
+            mean, var = self.blobs[0].dev_data * f, self.blobs[1].dev_data * f
+            op.forward(xs, ys, mean, var)
+        else:
+            mean, var = np.empty(c, np.float32), np.empty(c, np.float32)
+            op.forward(xs, ys, mean, var)
+            m = xs.shape[0] * xs.shape[2]
+            maf = np.float32(self.maf)
+            self.blobs[2].dev_data[...] = self.blobs[2].dev_data * maf + 1
+            self.blobs[0].dev_data[...] = self.blobs[0].dev_data * maf + mean
+            self.blobs[1].dev_data[...] = self.blobs[1].dev_data * maf + np.float32(m / (m - 1.0) if m > 1 else 1.0) * var
+        self._std = np.sqrt(var + np.float32(self.eps)).reshape(1, c, 1)
+        self._y = None
+        if not self.use_global and self.need_backward:
+            self._y = self._kept("normalized", ys.size, ys.dtype).reshape(ys.shape)
+            self._y[...] = ys
+        return True
+
     def forward(self, bottom, top):
         xp = self.xp
         x = bottom[0].dev_data
         n, c = x.shape[0], (x.shape[1] if x.ndim > 1 else 1)
         xs = x.reshape(n, c, -1)
         ys = top[0].dev_data.reshape(n, c, -1)
+        if self._dnnl_forward(xs, ys):
+            return
         if self.use_global:
             f = float(self.blobs[2].dev_data[0])
             f = 0.0 if f == 0 else 1.0 / f
@@ -74,6 +106,16 @@ class BatchNormLayer(Layer):
         dxs = bottom[0].dev_diff.reshape(dys.shape)
         if self.use_global:
             xp.divide(dys, self._std, out=dxs)
+            return
+        op = self._dnnl(dys.shape)
+        if op is not None and op.bwd is not None:
+            # oneDNN's backward from the kept normalized input: its mean 0 and
+            # variance 1 (less eps) leave (dy - mean(dy) - y mean(dy y)), which
+            # is then divided by the batch's deviation
+            c = dys.shape[1]
+            zero, one = np.zeros(c, np.float32), np.full(c, 1.0 - self.eps, np.float32)
+            op.backward(self._y, zero, one, dys, dxs)
+            dxs /= self._std
             return
         # Caffe's order: dx = (dy - (y * sum(dy * y) + sum(dy)) / m) / std,
         # the sums per channel over batch and space

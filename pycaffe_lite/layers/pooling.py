@@ -23,6 +23,7 @@ class PoolingLayer(Layer):
     exact_bottoms = 1
     min_tops = 1
     max_tops = 2
+    engine_param = "pooling_param"
 
     def layer_setup(self, bottom, top):
         p = self.param.pooling_param
@@ -74,7 +75,19 @@ class PoolingLayer(Layer):
         for t in top:
             t.reshape(b.shape[:2] + self.out_hw)
 
+    def _dnnl(self, bottom, top):
+        if len(top) == 2:              # the mask top is Caffe's own argmax
+            return None
+        shape, training = bottom[0].shape, self.need_backward
+        return self.dnnl_op((shape, training), lambda dnnl: dnnl.Pooling(
+            shape, shape[:2] + self.out_hw, self.kernel, self.pad, self.stride, self.method == P.MAX,
+            training, blocked=False))
+
     def forward(self, bottom, top):
+        op = self._dnnl(bottom, top)
+        if op is not None:
+            op.forward(bottom[0].dev_data, top[0].dev_data)
+            return
         x = bottom[0].dev_data
         y = pool_forward(self.ops, self.method, x, self.kernel, self.pad, self.stride, self.out_hw)
         top[0].dev_data[...] = y
@@ -82,6 +95,11 @@ class PoolingLayer(Layer):
             top[1].dev_data[...] = self.ops.max_pool_argmax(x, y, self.kernel, self.pad, self.stride, self.out_hw)
 
     def backward(self, top, propagate_down, bottom):
+        op = self._dnnl(bottom, top)
+        if op is not None and op.bwd is not None:
+            if propagate_down[0]:
+                op.backward(top[0].dev_diff, bottom[0].dev_diff)
+            return
         if propagate_down[0]:
             pool_backward(self.ops, self.method, top[0].dev_diff, bottom[0].dev_data, top[0].dev_data,
                           self.kernel, self.pad, self.stride, self.out_hw, out=bottom[0].dev_diff)

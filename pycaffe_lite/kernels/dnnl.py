@@ -1,0 +1,789 @@
+"""The oneDNN engine: ctypes bindings to libdnnl's C API (the onednn-cpu-gomp
+wheel), whole-layer primitives, and a cache of them.
+
+Only this module knows oneDNN. Layers hand it NCHW float32 numpy arrays (their
+blobs) and get NCHW arrays back; where a primitive runs faster on a blocked
+layout, the arrays are reordered into it and back inside the call, so nothing
+a user can read is ever blocked. Primitive descriptors ask for `any` layouts
+and keep what oneDNN picks; direct algorithms only (no Winograd), so the same
+inputs and thread count give the same bits."""
+import ctypes
+import os
+import sys
+import threading
+
+import numpy as np
+
+# -- the C API's constants (oneDNN 3.x, dnnl_types.h) ----------------------
+SUCCESS = 0
+F32 = 3
+TAG_ANY = 1
+TAG_NCHW16C, TAG_NCDHW16C = 78, 121
+CPU = 1
+STREAM_DEFAULT = 1
+FORWARD_TRAINING, FORWARD_INFERENCE = 64, 96
+BACKWARD, BACKWARD_DATA, BACKWARD_WEIGHTS = 128, 160, 192
+CONVOLUTION_DIRECT, DECONVOLUTION_DIRECT = 1, 10
+ELTWISE = {"relu": 32, "tanh": 33, "elu": 34, "abs": 36, "linear": 38, "soft_relu": 39, "logistic": 41,
+           "exp": 42, "swish": 44, "log": 45, "clip": 46, "clip_v2": 47, "pow": 48,
+           "relu_dst": 256, "tanh_dst": 257, "logistic_dst": 260}
+POOLING_MAX, POOLING_AVG_INCLUDE, POOLING_AVG_EXCLUDE = 511, 767, 1023
+LRN_ACROSS, LRN_WITHIN = 2815, 3071
+BINARY_ADD = 131056
+SOFTMAX_ACCURATE = 196608
+BN_GLOBAL_STATS, BN_SCALE, BN_SHIFT = 1, 2, 4
+Q_SRC, Q_DIFF_SRC, Q_WEIGHTS, Q_DIFF_WEIGHTS, Q_DST, Q_DIFF_DST, Q_WORKSPACE, Q_SCRATCHPAD = range(129, 137)
+Q_EXEC_ARG = 255
+Q_IMPL_INFO = 8
+ARG_SRC, ARG_SRC_1, ARG_DST, ARG_WEIGHTS, ARG_BIAS = 1, 2, 17, 33, 41
+ARG_MEAN, ARG_VARIANCE, ARG_SCALE, ARG_SHIFT, ARG_WORKSPACE, ARG_SCRATCHPAD = 49, 50, 51, 52, 64, 80
+ARG_DIFF_SRC, ARG_DIFF_DST, ARG_DIFF_WEIGHTS, ARG_DIFF_BIAS, ARG_DIFF_SCALE, ARG_DIFF_SHIFT = \
+    129, 145, 161, 169, 255, 256
+SCRATCHPAD_USER = 1
+MAX_NDIMS = 12
+
+_dims = ctypes.c_int64 * MAX_NDIMS
+_handle = ctypes.c_void_p
+
+
+class _ExecArg(ctypes.Structure):
+    _fields_ = [("arg", ctypes.c_int), ("memory", ctypes.c_void_p)]
+
+
+class _Version(ctypes.Structure):
+    _fields_ = [("major", ctypes.c_int), ("minor", ctypes.c_int), ("patch", ctypes.c_int),
+                ("hash", ctypes.c_char_p), ("cpu_runtime", ctypes.c_uint), ("gpu_runtime", ctypes.c_uint)]
+
+
+class DnnlError(RuntimeError):
+    pass
+
+
+# -- loading ---------------------------------------------------------------
+_state = {"lib": None, "error": None, "tried": False, "engine": None, "stream": None, "omp": None}
+
+LIBRARY_ENV = "PYCAFFE_LITE_DNNL_LIBRARY"
+
+
+def _candidates():
+    """Where the onednn-cpu-gomp wheel puts libdnnl.so.3: <prefix>/lib of the
+    environment it was installed into (a venv, the user site, the system)."""
+    given = os.environ.get(LIBRARY_ENV)
+    if given:
+        return [given]
+    found = []
+    try:
+        from importlib import metadata
+        dist = metadata.distribution("onednn-cpu-gomp")
+        for f in dist.files or ():
+            if f.name == "libdnnl.so.3":
+                found.append(str(dist.locate_file(f)))
+    except Exception:           # not installed through pip, or no metadata
+        pass
+    for prefix in (sys.prefix, sys.base_prefix, os.path.expanduser("~/.local")):
+        found.append(os.path.join(prefix, "lib", "libdnnl.so.3"))
+    found.append("libdnnl.so.3")
+    return found
+
+
+def _bind(lib):
+    def fn(name, restype, *argtypes):
+        f = getattr(lib, name)
+        f.restype = restype
+        f.argtypes = argtypes
+        return f
+    st, h, hp, md, dims, i64, f32, ci = ctypes.c_int, _handle, ctypes.POINTER(_handle), _handle, _dims, \
+        ctypes.c_int64, ctypes.c_float, ctypes.c_int
+    fn("dnnl_version", ctypes.POINTER(_Version))
+    fn("dnnl_engine_create", st, hp, ci, ctypes.c_size_t)
+    fn("dnnl_stream_create", st, hp, h, ctypes.c_uint)
+    fn("dnnl_stream_wait", st, h)
+    fn("dnnl_memory_desc_create_with_strides", st, hp, ci, dims, ci, dims)
+    fn("dnnl_memory_desc_create_with_tag", st, hp, ci, dims, ci, ci)
+    fn("dnnl_memory_desc_destroy", st, h)
+    fn("dnnl_memory_desc_clone", st, hp, h)
+    fn("dnnl_memory_desc_equal", ci, h, h)
+    fn("dnnl_memory_desc_get_size", ctypes.c_size_t, h)
+    fn("dnnl_memory_create", st, hp, h, h, h)
+    fn("dnnl_memory_set_data_handle", st, h, h)
+    fn("dnnl_memory_destroy", st, h)
+    fn("dnnl_primitive_attr_create", st, hp)
+    fn("dnnl_primitive_attr_destroy", st, h)
+    fn("dnnl_primitive_attr_set_scratchpad_mode", st, h, ci)
+    fn("dnnl_primitive_attr_set_post_ops", st, h, h)
+    fn("dnnl_post_ops_create", st, hp)
+    fn("dnnl_post_ops_destroy", st, h)
+    fn("dnnl_post_ops_append_eltwise", st, h, ci, f32, f32)
+    fn("dnnl_post_ops_append_sum", st, h, f32, ctypes.c_int32, ci)
+    fn("dnnl_primitive_desc_destroy", st, h)
+    fn("dnnl_primitive_desc_query", st, h, ci, ci, ctypes.c_void_p)
+    fn("dnnl_primitive_desc_query_md", h, h, ci, ci)
+    fn("dnnl_primitive_create", st, hp, h)
+    fn("dnnl_primitive_destroy", st, h)
+    fn("dnnl_primitive_execute", st, h, h, ci, ctypes.POINTER(_ExecArg))
+    fn("dnnl_reorder_primitive_desc_create", st, hp, md, h, md, h, h)
+    conv_like = (st, hp, h, ci, ci, md, md, md, md, dims, dims, dims, dims, h)
+    fn("dnnl_convolution_forward_primitive_desc_create", *conv_like)
+    fn("dnnl_deconvolution_forward_primitive_desc_create", *conv_like)
+    bwd_like = (st, hp, h, ci, md, md, md, dims, dims, dims, dims, h, h)
+    fn("dnnl_convolution_backward_data_primitive_desc_create", *bwd_like)
+    fn("dnnl_deconvolution_backward_data_primitive_desc_create", *bwd_like)
+    bww_like = (st, hp, h, ci, md, md, md, md, dims, dims, dims, dims, h, h)
+    fn("dnnl_convolution_backward_weights_primitive_desc_create", *bww_like)
+    fn("dnnl_deconvolution_backward_weights_primitive_desc_create", *bww_like)
+    fn("dnnl_inner_product_forward_primitive_desc_create", st, hp, h, ci, md, md, md, md, h)
+    fn("dnnl_inner_product_backward_data_primitive_desc_create", st, hp, h, md, md, md, h, h)
+    fn("dnnl_inner_product_backward_weights_primitive_desc_create", st, hp, h, md, md, md, md, h, h)
+    fn("dnnl_eltwise_forward_primitive_desc_create", st, hp, h, ci, ci, md, md, f32, f32, h)
+    fn("dnnl_eltwise_backward_primitive_desc_create", st, hp, h, ci, md, md, md, f32, f32, h, h)
+    fn("dnnl_pooling_forward_primitive_desc_create", st, hp, h, ci, ci, md, md, dims, dims, dims, dims, dims, h)
+    fn("dnnl_pooling_backward_primitive_desc_create", st, hp, h, ci, md, md, dims, dims, dims, dims, dims, h, h)
+    fn("dnnl_lrn_forward_primitive_desc_create", st, hp, h, ci, ci, md, md, i64, f32, f32, f32, h)
+    fn("dnnl_lrn_backward_primitive_desc_create", st, hp, h, ci, md, md, md, i64, f32, f32, f32, h, h)
+    fn("dnnl_batch_normalization_forward_primitive_desc_create", st, hp, h, ci, md, md, f32, ctypes.c_uint, h)
+    fn("dnnl_batch_normalization_backward_primitive_desc_create", st, hp, h, ci, md, md, md, f32,
+       ctypes.c_uint, h, h)
+    fn("dnnl_softmax_forward_primitive_desc_create", st, hp, h, ci, ci, md, md, ci, h)
+    fn("dnnl_binary_primitive_desc_create", st, hp, h, ci, md, md, md, h)
+    fn("dnnl_matmul_primitive_desc_create", st, hp, h, md, md, md, md, h)
+    fn("dnnl_sgemm", st, ctypes.c_char, ctypes.c_char, i64, i64, i64, f32, ctypes.c_void_p, i64,
+       ctypes.c_void_p, i64, f32, ctypes.c_void_p, i64)
+    return lib
+
+
+def _load():
+    errors = []
+    for path in _candidates():
+        if os.path.sep in path and not os.path.exists(path):
+            continue
+        try:
+            lib = _bind(ctypes.CDLL(path))
+        except (OSError, AttributeError) as e:
+            errors.append("%s: %s" % (path, e))
+            continue
+        v = lib.dnnl_version().contents
+        if v.major < 3:
+            errors.append("%s is oneDNN %d.%d; 3.x is needed" % (path, v.major, v.minor))
+            continue
+        engine, stream = _handle(), _handle()
+        if lib.dnnl_engine_create(ctypes.byref(engine), CPU, 0) != SUCCESS or \
+                lib.dnnl_stream_create(ctypes.byref(stream), engine, STREAM_DEFAULT) != SUCCESS:
+            errors.append("%s: no CPU engine" % path)
+            continue
+        _state.update(lib=lib, engine=engine, stream=stream, path=path,
+                      version="%d.%d.%d" % (v.major, v.minor, v.patch))
+        return
+    _state["error"] = ("libdnnl.so.3 was not found (pip install onednn-cpu-gomp)" if not errors
+                       else "; ".join(errors))
+
+
+def library():
+    """libdnnl, loaded on first use; None when it cannot be (see unavailable_reason)."""
+    if not _state["tried"]:
+        _state["tried"] = True
+        if sys.platform.startswith("linux"):
+            _load()
+        else:
+            _state["error"] = "the onednn-cpu-gomp wheel exists for Linux x86-64 only"
+    return _state["lib"]
+
+
+def available():
+    return library() is not None
+
+
+def unavailable_reason():
+    library()
+    return _state["error"]
+
+
+def version():
+    return _state.get("version") if available() else None
+
+
+def library_path():
+    return os.path.realpath(_state["path"]) if available() else None
+
+
+def _check(status, what):
+    if status != SUCCESS:
+        raise DnnlError("oneDNN %s failed (status %d)" % (what, status))
+
+
+# -- memory descriptors ----------------------------------------------------
+class Desc:
+    """A memory descriptor that this object owns (destroyed with it)."""
+    __slots__ = ("handle", "__weakref__")
+
+    def __init__(self, handle):
+        self.handle = handle
+
+    @classmethod
+    def plain(cls, shape, strides=None):
+        """Row-major float32 (Caffe's layout), or the given element strides."""
+        shape = tuple(int(d) for d in shape) or (1,)
+        if strides is None:
+            strides, acc = [], 1
+            for d in reversed(shape):
+                strides.append(acc)
+                acc *= d
+            strides = tuple(reversed(strides))
+        h = _handle()
+        _check(library().dnnl_memory_desc_create_with_strides(
+            ctypes.byref(h), len(shape), _dims(*shape), F32, _dims(*strides)), "memory descriptor")
+        return cls(h)
+
+    @classmethod
+    def any(cls, shape):
+        """Whatever layout the primitive prefers."""
+        h = _handle()
+        _check(library().dnnl_memory_desc_create_with_tag(
+            ctypes.byref(h), len(shape), _dims(*shape), F32, TAG_ANY), "memory descriptor")
+        return cls(h)
+
+    @classmethod
+    def tagged(cls, shape, tag):
+        h = _handle()
+        _check(library().dnnl_memory_desc_create_with_tag(
+            ctypes.byref(h), len(shape), _dims(*shape), F32, tag), "memory descriptor")
+        return cls(h)
+
+    @classmethod
+    def clone_of(cls, handle):
+        h = _handle()
+        _check(library().dnnl_memory_desc_clone(ctypes.byref(h), handle), "memory descriptor clone")
+        return cls(h)
+
+    @property
+    def nbytes(self):
+        return library().dnnl_memory_desc_get_size(self.handle)
+
+    def __eq__(self, other):
+        return bool(library().dnnl_memory_desc_equal(self.handle, other.handle))
+
+    __hash__ = None
+
+    def __del__(self):
+        lib = _state["lib"]
+        if lib is not None and self.handle:
+            lib.dnnl_memory_desc_destroy(self.handle)
+            self.handle = None
+
+
+def _aligned(nbytes):
+    """A 64-byte aligned float32 buffer of at least `nbytes` bytes."""
+    raw = np.empty(nbytes // 4 + 16, np.float32)
+    skip = (-raw.ctypes.data % 64) // 4
+    return raw[skip:skip + (nbytes + 3) // 4]
+
+
+class Attr:
+    """Primitive attributes: a user scratchpad (kept by the primitive, so
+    primitives never allocate one per call) and post-ops."""
+
+    def __init__(self, eltwise=(), sum_scale=None):
+        lib = library()
+        self.handle = _handle()
+        _check(lib.dnnl_primitive_attr_create(ctypes.byref(self.handle)), "attributes")
+        lib.dnnl_primitive_attr_set_scratchpad_mode(self.handle, SCRATCHPAD_USER)
+        if eltwise or sum_scale is not None:
+            ops = _handle()
+            _check(lib.dnnl_post_ops_create(ctypes.byref(ops)), "post-ops")
+            if sum_scale is not None:
+                _check(lib.dnnl_post_ops_append_sum(ops, float(sum_scale), 0, 0), "sum post-op")
+            for alg, alpha, beta in eltwise:
+                _check(lib.dnnl_post_ops_append_eltwise(ops, ELTWISE[alg], float(alpha), float(beta)),
+                       "eltwise post-op")
+            _check(lib.dnnl_primitive_attr_set_post_ops(self.handle, ops), "post-ops")
+            lib.dnnl_post_ops_destroy(ops)
+
+    def __del__(self):
+        lib = _state["lib"]
+        if lib is not None and self.handle:
+            lib.dnnl_primitive_attr_destroy(self.handle)
+            self.handle = None
+
+
+# -- primitives ------------------------------------------------------------
+class Primitive:
+    """A primitive, built from a primitive descriptor that create_pd(ptr, attr)
+    fills in. `args` names the arguments it will be executed with; their
+    memory descriptors are queried once, and one dnnl_memory_t per argument
+    is kept and pointed at the caller's array on each execute."""
+
+    def __init__(self, create_pd, args, what, attr=None):
+        lib = library()
+        self.attr = attr or Attr()
+        pd = _handle()
+        status = create_pd(ctypes.byref(pd), self.attr.handle)
+        if status != SUCCESS:
+            raise DnnlError("oneDNN has no %s primitive for this case (status %d)" % (what, status))
+        self.pd = pd
+        self.what = what
+        self.desc = {}
+        self._mem = {}
+        for a in args:
+            md = lib.dnnl_primitive_desc_query_md(pd, Q_EXEC_ARG, a)
+            self.desc[a] = Desc.clone_of(md)
+            m = _handle()
+            _check(lib.dnnl_memory_create(ctypes.byref(m), md, _state["engine"], None), "memory")
+            self._mem[a] = m
+        scratch_md = lib.dnnl_primitive_desc_query_md(pd, Q_SCRATCHPAD, 0)
+        nbytes = lib.dnnl_memory_desc_get_size(scratch_md) if scratch_md else 0
+        if nbytes:
+            self._scratch = _aligned(nbytes)
+            m = _handle()
+            _check(lib.dnnl_memory_create(ctypes.byref(m), scratch_md, _state["engine"], None), "memory")
+            self._mem[ARG_SCRATCHPAD] = m
+            lib.dnnl_memory_set_data_handle(m, self._scratch.ctypes.data)
+        self.prim = _handle()
+        _check(lib.dnnl_primitive_create(ctypes.byref(self.prim), pd), "primitive creation for " + what)
+        self._argv = (_ExecArg * len(self._mem))()
+        for slot, (a, m) in zip(self._argv, self._mem.items()):
+            slot.arg, slot.memory = a, m
+
+    def impl(self):
+        """oneDNN's name for the implementation it chose (jit:avx512_core, ...)."""
+        s = ctypes.c_char_p()
+        library().dnnl_primitive_desc_query(self.pd, Q_IMPL_INFO, 0, ctypes.byref(s))
+        return s.value.decode()
+
+    def md(self, arg):
+        return self.desc[arg]
+
+    def __call__(self, **arrays):
+        """Run with arrays (or raw addresses) for the named arguments:
+        prim(src=x, dst=y)."""
+        lib = _state["lib"]
+        for name, a in arrays.items():
+            ptr = a if isinstance(a, int) else a.ctypes.data
+            lib.dnnl_memory_set_data_handle(self._mem[_ARG_NAMES[name]], ptr)
+        _check(lib.dnnl_primitive_execute(self.prim, _state["stream"], len(self._argv), self._argv),
+               self.what)
+
+    def __del__(self):
+        lib = _state["lib"]
+        if lib is None:
+            return
+        for m in getattr(self, "_mem", {}).values():
+            lib.dnnl_memory_destroy(m)
+        if getattr(self, "prim", None):
+            lib.dnnl_primitive_destroy(self.prim)
+        if getattr(self, "pd", None):
+            lib.dnnl_primitive_desc_destroy(self.pd)
+
+
+_ARG_NAMES = {"src": ARG_SRC, "src_1": ARG_SRC_1, "dst": ARG_DST, "weights": ARG_WEIGHTS, "bias": ARG_BIAS,
+              "mean": ARG_MEAN, "variance": ARG_VARIANCE, "scale": ARG_SCALE, "shift": ARG_SHIFT,
+              "workspace": ARG_WORKSPACE, "diff_src": ARG_DIFF_SRC, "diff_dst": ARG_DIFF_DST,
+              "diff_weights": ARG_DIFF_WEIGHTS, "diff_bias": ARG_DIFF_BIAS, "diff_scale": ARG_DIFF_SCALE,
+              "diff_shift": ARG_DIFF_SHIFT}
+
+
+def reorder(src_desc, dst_desc, accumulate=False):
+    """A reorder primitive from one layout to another; `accumulate` adds into
+    the destination (Caffe's param diffs accumulate)."""
+    lib = library()
+    eng = _state["engine"]
+    attr = Attr(sum_scale=1.0) if accumulate else None
+    return Primitive(lambda pd, a: lib.dnnl_reorder_primitive_desc_create(pd, src_desc.handle, eng,
+                                                                        dst_desc.handle, eng, a),
+                     (ARG_SRC, ARG_DST), "reorder", attr)
+
+
+# -- plain arrays in, plain arrays out -------------------------------------
+_INPUTS = {ARG_SRC, ARG_SRC_1, ARG_WEIGHTS, ARG_BIAS, ARG_DIFF_DST, ARG_MEAN, ARG_VARIANCE, ARG_SCALE, ARG_SHIFT}
+_shared = threading.local()
+
+
+def _shared_buffer(key, nbytes):
+    """Blocked copies live in buffers shared by every layer of a thread (its
+    layers run one at a time), grown when a larger one is needed."""
+    bufs = _shared.__dict__.setdefault("bufs", {})
+    buf = bufs.get(key)
+    if buf is None or buf.nbytes < nbytes:
+        buf = bufs[key] = _aligned(nbytes)
+    return buf
+
+
+class Step:
+    """A primitive whose caller speaks in plain (Caffe) layouts: arguments
+    whose chosen layout differs are reordered into shared buffers on the way
+    in and back into the caller's arrays on the way out. `kept` arguments
+    (workspaces, blocked copies a backward reuses) live in buffers of this
+    step's own."""
+
+    def __init__(self, prim, plain, kept=()):
+        self.prim = prim
+        self.plain = plain
+        self.moves = {}
+        for arg, desc in plain.items():
+            chosen = prim.md(arg)
+            if chosen != desc:
+                self.moves[arg] = (reorder(desc, chosen) if arg in _INPUTS else reorder(chosen, desc))
+        self.kept = {arg: _aligned(prim.md(arg).nbytes) for arg in kept}
+        self._acc = {}
+
+    def __call__(self, accumulate=(), **arrays):
+        """prim(src=x, dst=y): plain arrays; outputs named in `accumulate` are
+        added to instead of overwritten."""
+        run = {}
+        after = []
+        for name, a in arrays.items():
+            arg = _ARG_NAMES[name]
+            move = self.moves.get(arg)
+            if move is None and name not in accumulate:
+                run[name] = a
+                continue
+            if arg in _INPUTS:
+                buf = _shared_buffer(arg, self.prim.md(arg).nbytes)
+                move(src=a, dst=buf)
+                run[name] = buf
+            else:
+                buf = _shared_buffer(arg, self.prim.md(arg).nbytes)
+                run[name] = buf
+                if name in accumulate:      # Caffe's param diffs accumulate
+                    move = self._acc.get(arg)
+                    if move is None:
+                        move = self._acc[arg] = reorder(self.prim.md(arg), self.plain[arg], accumulate=True)
+                after.append((move, buf, a))
+        for arg, buf in self.kept.items():
+            run[_NAME_OF[arg]] = buf
+        self.prim(**run)
+        for move, buf, a in after:
+            move(src=buf, dst=a)
+
+
+_NAME_OF = {v: k for k, v in _ARG_NAMES.items()}
+
+
+def _plain(shape):
+    return Desc.plain(shape)
+
+
+def _strided(shape, strides):
+    return Desc.plain(shape, strides)
+
+
+def _z(values):
+    return _dims(*[int(v) for v in values])
+
+
+# -- convolution and deconvolution -----------------------------------------
+class Convolution:
+    """Convolution (or Deconvolution with transposed=True) of an (N, C, *S)
+    input over 1 to 3 spatial axes, Caffe's weight layouts, optional bias."""
+
+    def __init__(self, x_shape, y_shape, w_shape, group, kernel, pad, stride, dilation, bias, transposed, training):
+        lib, eng = library(), _state["engine"]
+        g = int(group)
+        n_sp = len(kernel)
+        ksize = int(np.prod(kernel))
+        # dnnl's weight dims: [G,] OC/G, IC/G, *K; OC is the output channels
+        # of the layer (for Deconvolution too).
+        if transposed:                       # Caffe: (C_in, M/g, *K)
+            c_in, m_g = w_shape[0], w_shape[1]
+            oc_g, ic_g = m_g, c_in // g
+            dims = (oc_g, ic_g) + tuple(kernel)
+            strides = (ksize, m_g * ksize) + _row_strides(kernel)
+            if g > 1:
+                dims = (g,) + dims
+                strides = (ic_g * m_g * ksize,) + strides
+        else:                                # Caffe: (M, C/g, *K)
+            oc_g, ic_g = w_shape[0] // g, w_shape[1]
+            dims = (oc_g, ic_g) + tuple(kernel)
+            strides = _row_strides(dims)
+            if g > 1:
+                dims = (g,) + dims
+                strides = (oc_g * ic_g * ksize,) + strides
+        self.w_plain = _strided(dims, strides)
+        x_plain, y_plain = _plain(x_shape), _plain(y_shape)
+        b_plain = _plain((y_shape[1],)) if bias else None
+        geometry = (_z(stride), _z([d - 1 for d in dilation]), _z(pad), _z(pad))
+        if transposed:
+            alg, fwd_create = DECONVOLUTION_DIRECT, lib.dnnl_deconvolution_forward_primitive_desc_create
+            bwd_d_create = lib.dnnl_deconvolution_backward_data_primitive_desc_create
+            bwd_w_create = lib.dnnl_deconvolution_backward_weights_primitive_desc_create
+        else:
+            alg, fwd_create = CONVOLUTION_DIRECT, lib.dnnl_convolution_forward_primitive_desc_create
+            bwd_d_create = lib.dnnl_convolution_backward_data_primitive_desc_create
+            bwd_w_create = lib.dnnl_convolution_backward_weights_primitive_desc_create
+        xa, ya, wa = Desc.any(x_shape), Desc.any(y_shape), Desc.any(dims)
+        prop = FORWARD_TRAINING if training else FORWARD_INFERENCE
+        bh = b_plain.handle if bias else None
+        fwd = Primitive(lambda pd, a: fwd_create(pd, eng, prop, alg, xa.handle, wa.handle, bh, ya.handle,
+                                                 *geometry, a),
+                        (ARG_SRC, ARG_WEIGHTS, ARG_DST) + ((ARG_BIAS,) if bias else ()), "convolution")
+        plain = {ARG_SRC: x_plain, ARG_WEIGHTS: self.w_plain, ARG_DST: y_plain}
+        if bias:
+            plain[ARG_BIAS] = b_plain
+        self.fwd = Step(fwd, plain)
+        self.bias = bias
+        self.bwd_data = self.bwd_weights = None
+        if training:
+            self.bwd_data = Step(Primitive(
+                lambda pd, a: bwd_d_create(pd, eng, alg, xa.handle, wa.handle, ya.handle, *geometry, fwd.pd, a),
+                (ARG_DIFF_SRC, ARG_WEIGHTS, ARG_DIFF_DST), "convolution backward data"),
+                {ARG_DIFF_SRC: x_plain, ARG_WEIGHTS: self.w_plain, ARG_DIFF_DST: y_plain})
+            wplain = {ARG_SRC: x_plain, ARG_DIFF_WEIGHTS: self.w_plain, ARG_DIFF_DST: y_plain}
+            if bias:
+                wplain[ARG_DIFF_BIAS] = b_plain
+            self.bwd_weights = Step(Primitive(
+                lambda pd, a: bwd_w_create(pd, eng, alg, xa.handle, wa.handle, bh, ya.handle, *geometry,
+                                           fwd.pd, a),
+                (ARG_SRC, ARG_DIFF_WEIGHTS, ARG_DIFF_DST) + ((ARG_DIFF_BIAS,) if bias else ()),
+                "convolution backward weights"), wplain)
+
+    def forward(self, x, w, b, y):
+        if self.bias:
+            self.fwd(src=x, weights=w, bias=b, dst=y)
+        else:
+            self.fwd(src=x, weights=w, dst=y)
+
+    def backward_data(self, dy, w, dx):
+        self.bwd_data(diff_dst=dy, weights=w, diff_src=dx)
+
+    def backward_weights(self, x, dy, dw, db, accumulate_w, accumulate_b):
+        acc = (("diff_weights",) if accumulate_w else ()) + (("diff_bias",) if accumulate_b else ())
+        if self.bias:
+            self.bwd_weights(src=x, diff_dst=dy, diff_weights=dw, diff_bias=db, accumulate=acc)
+        else:
+            self.bwd_weights(src=x, diff_dst=dy, diff_weights=dw, accumulate=acc)
+
+
+def _row_strides(dims):
+    out, acc = [], 1
+    for d in reversed(tuple(dims)):
+        out.append(acc)
+        acc *= int(d)
+    return tuple(reversed(out))
+
+
+# -- inner product ---------------------------------------------------------
+class InnerProduct:
+    """y = x W^T + b over (M, K) rows; W is Caffe's (N, K), or (K, N) with
+    transpose. The weights stay in Caffe's layout (a blocked copy of fc6,
+    151 MB, per pass would cost more than it saves). Matmul primitives, with a
+    sum post-op where Caffe's weight diff accumulates; a single row goes
+    through oneDNN's sgemm, which streams the weights faster."""
+
+    def __init__(self, m, k, n, transpose, bias, training):
+        self.m, self.k, self.n, self.transpose, self.bias = m, k, n, transpose, bias
+        self.gemv = m == 1
+        wt = _strided((k, n), (n, 1)) if transpose else _strided((k, n), (1, k))    # W^T as (K, N)
+        self.fwd = None if self.gemv else _matmul(_plain((m, k)), wt, _plain((m, n)))
+        self.bwd_data = self.bwd_weights = None
+        if training:
+            w = _strided((n, k), (1, n)) if transpose else _plain((n, k))             # W as (N, K)
+            self.bwd_data = True if self.gemv else _matmul(_plain((m, n)), w, _plain((m, k)))
+            # dW = dY^T X, or for the transposed layout dW^T = X^T dY
+            if transpose:
+                a, b, c = _strided((k, m), (1, k)), _plain((m, n)), _plain((k, n))
+            else:
+                a, b, c = _strided((n, m), (1, n)), _plain((m, k)), _plain((n, k))
+            self.bwd_weights = (_matmul(a, b, c), _matmul(a, b, c, accumulate=True))
+
+    def forward(self, x, w, b, y):
+        if self.gemv:
+            _sgemm(False, not self.transpose, self.m, self.n, self.k, x, self.k,
+                   w, self.n if self.transpose else self.k, 0.0, y)
+        else:
+            self.fwd(src=x, weights=w, dst=y)
+        if self.bias:
+            y += b
+
+    def backward_data(self, dy, w, dx):
+        if self.gemv:
+            _sgemm(False, self.transpose, self.m, self.k, self.n, dy, self.n,
+                   w, self.n if self.transpose else self.k, 0.0, dx)
+        else:
+            self.bwd_data(src=dy, weights=w, dst=dx)
+
+    def backward_weights(self, x, dy, dw, db, accumulate_w, accumulate_b):
+        mm = self.bwd_weights[1 if accumulate_w else 0]
+        if self.transpose:
+            mm(src=x, weights=dy, dst=dw)
+        else:
+            mm(src=dy, weights=x, dst=dw)
+        if db is not None:
+            if accumulate_b:
+                db += dy.sum(axis=0)
+            else:
+                dy.sum(axis=0, out=db)
+
+
+def _matmul(a, b, c, accumulate=False):
+    lib, eng = library(), _state["engine"]
+    return Primitive(lambda pd, attr: lib.dnnl_matmul_primitive_desc_create(
+        pd, eng, a.handle, b.handle, None, c.handle, attr), (ARG_SRC, ARG_WEIGHTS, ARG_DST), "matmul",
+        Attr(sum_scale=1.0) if accumulate else None)
+
+
+def _sgemm(trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c):
+    """Row-major c = a b (+ beta c), oneDNN's own GEMM."""
+    _check(library().dnnl_sgemm(b"T" if trans_a else b"N", b"T" if trans_b else b"N", m, n, k, 1.0,
+                                a.ctypes.data, lda, b.ctypes.data, ldb, beta, c.ctypes.data, n), "sgemm")
+
+
+# -- pooling ---------------------------------------------------------------
+def caffe_pool_padding(size, kernel, pad, stride, out):
+    """Right padding that makes oneDNN's floor rule give Caffe's output size."""
+    return tuple((o - 1) * s + k - i - p for i, k, p, s, o in zip(size, kernel, pad, stride, out))
+
+
+def caffe_ave_algorithm(pad, pad_r):
+    """The oneDNN AVE algorithm whose divisor is Caffe's, or None. Caffe
+    divides by the window clipped to the padded input (size + pad): that is
+    the whole kernel (include padding) when no window passes size + pad, and
+    the part inside the input (exclude padding) when there is no padding."""
+    if all(r <= p for p, r in zip(pad, pad_r)):
+        return POOLING_AVG_INCLUDE
+    if all(p == 0 for p in pad):
+        return POOLING_AVG_EXCLUDE
+    return None
+
+
+class Pooling:
+    """MAX or AVE pooling of (N, C, H, W) with Caffe's output size and AVE
+    divisor; MAX keeps oneDNN's argmax workspace for backward."""
+
+    def __init__(self, x_shape, y_shape, kernel, pad, stride, maximum, training, blocked):
+        lib, eng = library(), _state["engine"]
+        pad_r = caffe_pool_padding(x_shape[2:], kernel, pad, stride, y_shape[2:])
+        if min(pad_r) < 0:
+            raise DnnlError("Caffe's output size leaves input rows unread")
+        alg = POOLING_MAX if maximum else caffe_ave_algorithm(pad, pad_r)
+        if alg is None:
+            raise DnnlError("Caffe's AVE divisor has no oneDNN algorithm here")
+        x, y = _plain(x_shape), _plain(y_shape)
+        if blocked:
+            xi, yi = Desc.tagged(x_shape, TAG_NCHW16C), Desc.tagged(y_shape, TAG_NCHW16C)
+        else:
+            xi, yi = x, y
+        geometry = (_z(stride), _z(kernel), _z([0] * len(kernel)), _z(pad), _z(pad_r))
+        prop = FORWARD_TRAINING if training else FORWARD_INFERENCE
+        kept = (ARG_WORKSPACE,) if training and maximum else ()
+        fwd = Primitive(lambda pd, a: lib.dnnl_pooling_forward_primitive_desc_create(
+            pd, eng, prop, alg, xi.handle, yi.handle, *geometry, a), (ARG_SRC, ARG_DST) + kept, "pooling")
+        self.fwd = Step(fwd, {ARG_SRC: x, ARG_DST: y}, kept)
+        self.bwd = None
+        if training:
+            bwd = Primitive(lambda pd, a: lib.dnnl_pooling_backward_primitive_desc_create(
+                pd, eng, alg, xi.handle, yi.handle, *geometry, fwd.pd, a),
+                (ARG_DIFF_SRC, ARG_DIFF_DST) + kept, "pooling backward")
+            self.bwd = Step(bwd, {ARG_DIFF_SRC: x, ARG_DIFF_DST: y})
+            self.bwd.kept = self.fwd.kept          # the forward's argmax
+
+    def forward(self, x, y):
+        self.fwd(src=x, dst=y)
+
+    def backward(self, dy, dx):
+        self.bwd(diff_dst=dy, diff_src=dx)
+
+
+# -- local response normalization -------------------------------------------
+class LRN:
+    """Caffe's LRN: across channels y = x (k + alpha/n sum x^2)^-beta; within
+    a channel y = x (1 + alpha/n^2 sum x^2)^-beta over an n x n window."""
+
+    def __init__(self, shape, size, alpha, beta, k, within, training, blocked):
+        lib, eng = library(), _state["engine"]
+        x = _plain(shape)
+        xi = Desc.tagged(shape, TAG_NCHW16C) if blocked else x
+        alg = LRN_WITHIN if within else LRN_ACROSS
+        k = 1.0 if within else k
+        prop = FORWARD_TRAINING if training else FORWARD_INFERENCE
+        kept = (ARG_WORKSPACE,) if training else ()
+        fwd = Primitive(lambda pd, a: lib.dnnl_lrn_forward_primitive_desc_create(
+            pd, eng, prop, alg, xi.handle, xi.handle, size, alpha, beta, k, a), (ARG_SRC, ARG_DST) + kept, "LRN")
+        kept = tuple(a for a in kept if fwd.md(a).nbytes)
+        self.fwd = Step(fwd, {ARG_SRC: x, ARG_DST: x}, kept)
+        self.bwd = None
+        if training:
+            bwd = Primitive(lambda pd, a: lib.dnnl_lrn_backward_primitive_desc_create(
+                pd, eng, alg, xi.handle, xi.handle, xi.handle, size, alpha, beta, k, fwd.pd, a),
+                (ARG_SRC, ARG_DIFF_SRC, ARG_DIFF_DST) + kept, "LRN backward")
+            self.bwd = Step(bwd, {ARG_SRC: x, ARG_DIFF_SRC: x, ARG_DIFF_DST: x})
+            self.bwd.kept = self.fwd.kept
+
+    def forward(self, x, y):
+        self.fwd(src=x, dst=y)
+
+    def backward(self, x, dy, dx):
+        self.bwd(src=x, diff_dst=dy, diff_src=dx)
+
+
+# -- element-wise neurons ----------------------------------------------------
+class Eltwise:
+    """One of oneDNN's element-wise functions; backward from the input, or
+    from the output for the `*_dst` algorithms (in-place layers)."""
+
+    def __init__(self, shape, alg, alpha=0.0, beta=0.0, training=True):
+        lib, eng = library(), _state["engine"]
+        x = _plain(shape)
+        self.alg = ELTWISE[alg]
+        prop = FORWARD_TRAINING if training else FORWARD_INFERENCE
+        fwd = Primitive(lambda pd, a: lib.dnnl_eltwise_forward_primitive_desc_create(
+            pd, eng, prop, self.alg, x.handle, x.handle, alpha, beta, a), (ARG_SRC, ARG_DST), "eltwise")
+        self.fwd = fwd
+        self.use_dst = alg.endswith("_dst")
+        self.bwd = None
+        if training:
+            data_arg = ARG_DST if self.use_dst else ARG_SRC
+            self.bwd = Primitive(lambda pd, a: lib.dnnl_eltwise_backward_primitive_desc_create(
+                pd, eng, self.alg, x.handle, x.handle, x.handle, alpha, beta, fwd.pd, a),
+                (data_arg, ARG_DIFF_SRC, ARG_DIFF_DST), "eltwise backward")
+
+    def forward(self, x, y):
+        self.fwd(src=x, dst=y)
+
+    def backward(self, data, dy, dx):
+        """data: the input, or the output for a *_dst algorithm."""
+        if self.use_dst:
+            self.bwd(dst=data, diff_dst=dy, diff_src=dx)
+        else:
+            self.bwd(src=data, diff_dst=dy, diff_src=dx)
+
+
+# -- batch normalization -----------------------------------------------------
+class BatchNorm:
+    """(x - mean) / sqrt(var + eps) per channel of (N, C, S): with given
+    statistics, or the batch's (returned, the variance biased, as Caffe's)."""
+
+    def __init__(self, shape, eps, global_stats, training):
+        lib, eng = library(), _state["engine"]
+        x = _plain(shape)
+        self.global_stats = global_stats
+        flags = BN_GLOBAL_STATS if global_stats else 0
+        prop = FORWARD_TRAINING if training or not global_stats else FORWARD_INFERENCE
+        args = (ARG_SRC, ARG_DST, ARG_MEAN, ARG_VARIANCE)
+        fwd = Primitive(lambda pd, a: lib.dnnl_batch_normalization_forward_primitive_desc_create(
+            pd, eng, prop, x.handle, x.handle, eps, flags, a), args, "batch normalization")
+        self.fwd = fwd
+        self.bwd = None
+        if training:
+            self.bwd = Primitive(lambda pd, a: lib.dnnl_batch_normalization_backward_primitive_desc_create(
+                pd, eng, BACKWARD_DATA, x.handle, x.handle, x.handle, eps, flags, fwd.pd, a),
+                (ARG_SRC, ARG_MEAN, ARG_VARIANCE, ARG_DIFF_DST, ARG_DIFF_SRC), "batch normalization backward")
+
+    def forward(self, x, y, mean, var):
+        """With global statistics, mean and var are read; else written."""
+        self.fwd(src=x, dst=y, mean=mean, variance=var)
+
+    def backward(self, x, mean, var, dy, dx):
+        self.bwd(src=x, mean=mean, variance=var, diff_dst=dy, diff_src=dx)
+
+
+# -- softmax -----------------------------------------------------------------
+class Softmax:
+    """Softmax over axis 1 of an (outer, C, inner) array."""
+
+    def __init__(self, shape):
+        lib, eng = library(), _state["engine"]
+        x = _plain(shape)
+        self.fwd = Primitive(lambda pd, a: lib.dnnl_softmax_forward_primitive_desc_create(
+            pd, eng, FORWARD_INFERENCE, SOFTMAX_ACCURATE, x.handle, x.handle, 1, a),
+            (ARG_SRC, ARG_DST), "softmax")
+
+    def forward(self, x, y):
+        self.fwd(src=x, dst=y)
