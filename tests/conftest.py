@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 
 import pycaffe_lite as caffe
+from pycaffe_lite import backend
+from pycaffe_lite.kernels import dnnl
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GOLDEN = os.path.normpath(os.path.join(REPO, "..", "shared", "golden"))
@@ -54,6 +56,25 @@ def assert_close(actual, expected, key, tol):
 @pytest.fixture(autouse=True)
 def _cpu_mode():
     caffe.set_mode_cpu()
+    saved = dict(backend._engine)
+    yield
+    backend._engine.update(saved)     # a test's engine choice ends with it
+
+
+@pytest.fixture(params=backend.CPU_ENGINES)
+def both_engines(request):
+    """Runs a test once per CPU engine (modules opt in with
+    pytestmark = pytest.mark.usefixtures("both_engines"))."""
+    if request.param == "dnnl" and not dnnl.available():
+        pytest.skip("the oneDNN engine is unavailable here: %s" % dnnl.unavailable_reason())
+    backend.set_cpu_engine(request.param)
+    yield request.param
+
+
+@pytest.fixture
+def numpy_engine():
+    """For tests of the numpy engine's own code paths (kernel tables, fast paths)."""
+    backend.set_cpu_engine("numpy")
     yield
 
 

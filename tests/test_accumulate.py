@@ -8,6 +8,9 @@ import pytest
 import pycaffe_lite as caffe
 from pycaffe_lite.kernels import cpu
 
+# Run under both CPU engines: numpy (the reference) and oneDNN.
+pytestmark = pytest.mark.usefixtures("both_engines")
+
 
 def _layout(rng, shape, dtype, transposed):
     if not transposed:

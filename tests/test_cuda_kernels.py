@@ -132,7 +132,7 @@ def test_softmax_loss(ops, ignore):
 
 
 @pytest.fixture
-def emulated_backend(ops):
+def emulated_backend(ops, numpy_engine):
     """Layers use the emulated GPU kernel table instead of the numpy one."""
     saved = backend._state["ops"]
     backend._state["ops"] = ops

@@ -10,6 +10,9 @@ from pycaffe_lite.kernels import cpu
 from pycaffe_lite.layers import conv
 from pycaffe_lite.layers.pooling import pooled_size
 
+# These are the numpy engine's own paths.
+pytestmark = pytest.mark.usefixtures("numpy_engine")
+
 POINTWISE = """
 input: "data" input_shape { dim: %d dim: 4 dim: %d dim: %d }
 force_backward: true

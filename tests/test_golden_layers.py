@@ -8,6 +8,9 @@ import pytest
 import pycaffe_lite as caffe
 from conftest import assert_close, golden_cases, load_case
 
+# Run under both CPU engines: numpy (the reference) and oneDNN.
+pytestmark = pytest.mark.usefixtures("both_engines")
+
 
 @pytest.mark.parametrize("name", golden_cases("layers"))
 def test_layer_case(name):

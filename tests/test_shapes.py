@@ -7,6 +7,9 @@ import pytest
 import pycaffe_lite as caffe
 from conftest import REPO, load_case
 
+# Run under both CPU engines: numpy (the reference) and oneDNN.
+pytestmark = pytest.mark.usefixtures("both_engines")
+
 # Shape cases whose nets need no Data layer (the rest come with the data layers).
 OURS = {
     "bvlc_reference_caffenet_deploy": "models/bvlc_reference_caffenet/deploy.prototxt",

@@ -13,6 +13,9 @@ from pycaffe_lite.tools import caffe as caffe_tool
 from pycaffe_lite.tools.parse_log import parse
 from conftest import GOLDEN, golden_cases, golden_path
 
+# Run under both CPU engines: numpy (the reference) and oneDNN.
+pytestmark = pytest.mark.usefixtures("both_engines")
+
 RUNS = [c for c in golden_cases("solver") if c not in ("resume", "resume_aligned")]
 
 

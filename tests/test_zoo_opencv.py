@@ -14,6 +14,9 @@ import pytest
 import pycaffe_lite as caffe
 import zoo_nets
 
+# Run under both CPU engines: numpy (the reference) and oneDNN.
+pytestmark = pytest.mark.usefixtures("both_engines")
+
 cv2 = pytest.importorskip("cv2")
 
 
