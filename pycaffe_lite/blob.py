@@ -3,6 +3,9 @@
 Like Caffe's Blob, a reshape that fits in the memory already held keeps that
 memory (so repeated forwards at a fixed shape never allocate), and two blobs can
 share data or diff memory (Flatten, Reshape)."""
+import math
+import sys
+
 import numpy as np
 
 from . import backend
@@ -10,6 +13,8 @@ from .errors import ShapeError
 
 
 def _as_shape(args):
+    if len(args) == 1 and type(args[0]) is tuple and all(type(d) is int and d >= 0 for d in args[0]):
+        return args[0]                   # the common case, already a shape
     if len(args) == 1 and not np.isscalar(args[0]):
         args = tuple(args[0])
     shape = tuple(int(d) for d in args)
@@ -18,15 +23,24 @@ def _as_shape(args):
     return shape
 
 
-HOST, DEVICE, SYNCED = 0, 1, 2
+HOST, DEVICE, SYNCED, BLOCKED = 0, 1, 2, 3
 
 
 class _Buffer:
     """Flat storage that may back several blobs, with a host copy and (in GPU
     mode) a device copy kept in sync the way Caffe's SyncedMemory does: the
     side last handed out for writing is the head; the other side is brought
-    up to date when it is asked for."""
-    __slots__ = ("host", "device", "head", "zero_pending")
+    up to date when it is asked for.
+
+    On the CPU, the oneDNN engine may leave a layer's output in a blocked
+    layout (head BLOCKED) for the next oneDNN layer; whoever asks for the host
+    array gets it reordered back first, so nobody ever reads a blocked or stale
+    array. The engine only does so when no view of the host array is held
+    outside (a user's numpy view of `blob.data` stays live, as in Caffe).
+    `version` counts the times the host array was handed out for writing:
+    with the same version and no view held, its values are unchanged, which
+    lets the engine keep reordered weights (and folded ones) between passes."""
+    __slots__ = ("host", "device", "head", "zero_pending", "version", "blocked", "blocked_desc", "_unblock")
 
     def __init__(self, n):
         self.host = np.zeros(n, dtype=backend.float_type())
@@ -34,6 +48,8 @@ class _Buffer:
         self.head = HOST
         # Set by Blob.zero_diff: every blob sharing this memory sees it cleared.
         self.zero_pending = False
+        self.version = 0
+        self.blocked = self.blocked_desc = self._unblock = None
 
     @property
     def size(self):
@@ -42,10 +58,25 @@ class _Buffer:
     def host_array(self):
         if self.head == DEVICE:
             self.device.get(out=self.host)
+        elif self.head == BLOCKED:
+            self._from_blocked()
         self.head = HOST           # the caller may write into it
+        self.version += 1
+        return self.host
+
+    def host_read(self):
+        """The host array, up to date, for reading only (no new version)."""
+        if self.head == DEVICE:
+            self.device.get(out=self.host)
+            self.head = SYNCED
+        elif self.head == BLOCKED:
+            self._from_blocked()
+            self.head = HOST
         return self.host
 
     def device_array(self):
+        if self.head == BLOCKED:
+            self.host_read()
         if self.device is None:
             xp = backend.xp()
             self.device = xp.asarray(self.host) if self.head != DEVICE else xp.zeros(self.host.size, self.host.dtype)
@@ -53,6 +84,78 @@ class _Buffer:
             self.device.set(self.host)
         self.head = DEVICE
         return self.device
+
+    # -- the oneDNN engine's blocked copy ---------------------------------
+    def held(self):
+        """Whether a view of the host array lives outside this buffer."""
+        return sys.getrefcount(self.host) > 2
+
+    def _from_blocked(self):
+        from .kernels import dnnl
+        if self._unblock is None or self._unblock[0] is not self.blocked_desc:
+            self._unblock = (self.blocked_desc, dnnl.unblocker(self.blocked_desc))
+        self._unblock[1](src=self.blocked, dst=self.host)
+
+    def blocked_copy(self, desc):
+        """The blocked copy when it is the valid one and laid out as `desc`."""
+        if self.head == BLOCKED and desc == self.blocked_desc:
+            return self.blocked
+        return None
+
+    def claim_blocked(self, desc):
+        """Memory for the engine to write this buffer's values into in layout
+        `desc`, which becomes the valid copy; None when a view of the host
+        array is held outside (then the engine writes the host array)."""
+        if self.held():
+            return None
+        from .kernels import dnnl
+        if self.blocked is None or self.blocked.nbytes < desc.nbytes:
+            self.blocked = dnnl.aligned(desc.nbytes)
+        self.blocked_desc = desc
+        self.head = BLOCKED
+        self.version += 1
+        return self.blocked
+
+    def settle(self):
+        """Bring the host array up to date and drop the blocked copy."""
+        if self.head == BLOCKED:
+            self.host_read()
+
+
+class EngineView:
+    """A blob's data or diff as the oneDNN engine takes it: the blocked copy
+    its buffer holds, when that is laid out as a primitive wants, or else the
+    host array (read without a new version, or handed out for writing)."""
+    __slots__ = ("buf", "shape")
+
+    def __init__(self, buf, shape):
+        self.buf, self.shape = buf, shape
+
+    def blocked(self, desc):
+        return self.buf.blocked_copy(desc)
+
+    def claim(self, desc):
+        return self.buf.claim_blocked(desc)
+
+    def layout(self):
+        """The blocked layout (a dnnl.Desc) the values are in now, or None."""
+        return self.buf.blocked_desc if self.buf.head == BLOCKED else None
+
+    def _view(self, flat):
+        n = 1
+        for d in self.shape:
+            n *= d
+        return flat[:n].reshape(self.shape)
+
+    def read(self):
+        return self._view(self.buf.host_read())
+
+    def write(self):
+        return self._view(self.buf.host_array())
+
+    def token(self):
+        """Identifies the current values while nobody can change them unseen."""
+        return None if self.buf.held() else (self.buf, self.buf.version)
 
 
 class Blob:
@@ -67,8 +170,9 @@ class Blob:
         shape = _as_shape(shape)
         if shape == self._shape:
             return
+        self._data_buf.settle()
         self._shape = shape
-        n = int(np.prod(shape, dtype=np.int64))
+        n = math.prod(shape)
         if n > self._data_buf.size:
             self._data_buf = _Buffer(n)
             self._diff_buf = _Buffer(n)
@@ -85,7 +189,7 @@ class Blob:
 
     @property
     def count(self):
-        return int(np.prod(self._shape, dtype=np.int64))
+        return math.prod(self._shape)
 
     @property
     def num_axes(self):
@@ -93,7 +197,7 @@ class Blob:
 
     def count_range(self, start, end=None):
         end = self.num_axes if end is None else end
-        return int(np.prod(self._shape[start:end], dtype=np.int64))
+        return math.prod(self._shape[start:end])
 
     def canonical_axis(self, axis):
         n = self.num_axes
@@ -137,6 +241,11 @@ class Blob:
         if backend.mode() == backend.CPU:
             return self.data
         return self._view(self._data_buf.device_array())
+
+    def engine_data(self, shape=None):
+        """The data for the oneDNN engine (see EngineView), as `shape`
+        (the blob's own by default)."""
+        return EngineView(self._data_buf, tuple(shape) if shape is not None else self._shape)
 
     @property
     def dev_diff(self):

@@ -155,6 +155,20 @@ class Layer:
         self.engine = "numpy" if op is None else "dnnl"
         return op
 
+    @staticmethod
+    def blocked_layout(blob):
+        """The channel-blocked layout a oneDNN layer left `blob` in (its
+        format tag), which the next oneDNN layer may take as it is; None when
+        the blob's values are in Caffe's plain layout."""
+        if backend.mode() != backend.CPU:
+            return None
+        view = blob.engine_data()
+        desc = view.layout()
+        if desc is None:
+            return None
+        from .kernels import dnnl
+        return dnnl.blocked_tag(desc, blob.shape)
+
     def allow_force_backward(self, bottom_index):
         return True
 

@@ -8,7 +8,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from . import protoio
+from . import backend, fusion, glog, protoio
 from .blob import Blob
 from .errors import CaffeError, ConfigError, ShapeError
 from .layer import create_layer
@@ -195,6 +195,9 @@ class Net:
             merged.phase = state.phase
             state = merged
         self.phase = state.phase
+        if backend.mode() == backend.CPU:
+            glog.info("Initializing net '%s' (%s): %s", param.name or src, pb.Phase.Name(state.phase),
+                      backend.cpu_engine_note())
         filtered = filter_net(param, state, src)
         if not len(filtered.layer):
             raise ConfigError("%s: no layer is left in phase %s (level %d, stages %s): every layer's "
@@ -292,6 +295,7 @@ class Net:
             layer.need_backward = need
         self._output_index = sorted(available.values(), key=lambda b: self._blob_names[b])
         self._build_dicts()
+        self._chains, self._fused = None, None
 
     def _append_param(self, li, p, spec):
         layer = self.layers[li]
@@ -444,7 +448,20 @@ class Net:
     def forward_from_to(self, start, end):
         loss = 0.0
         before, after = self._callbacks["before_forward"], self._callbacks["after_forward"]
-        for li in range(start, end + 1):
+        chains = self._fusion_chains()
+        self._fused = None
+        li = start
+        while li <= end:
+            chain = chains.get(li)
+            if chain is not None and chain.last <= end:
+                try:
+                    fused = chain.forward()
+                except CaffeError as e:
+                    raise self._named(self.layers[li], e) from None
+                if fused:
+                    self._fused = (self._fused or (li, end))[0], end
+                    li = chain.last + 1
+                    continue
             layer = self.layers[li]
             for fn in before:
                 fn(li)
@@ -454,9 +471,31 @@ class Net:
                 raise self._named(layer, e) from None
             for fn in after:
                 fn(li)
+            li += 1
         return loss
 
+    def _fusion_chains(self):
+        """The chains the oneDNN engine may run fused in this forward (see
+        fusion.py); {} when it may not."""
+        if not fusion.applies(self):
+            return {}
+        if self._chains is None:
+            self._chains = fusion.plan(self)
+        return self._chains
+
+    def _unfuse(self):
+        """Before a backward: the layers of the last fused forward run again
+        one by one, so that each backward finds what its own forward left."""
+        if self._fused is not None:
+            start, end = self._fused
+            chains, self._chains = self._chains, {}
+            try:
+                self.forward_from_to(start, end)
+            finally:
+                self._chains = chains
+
     def backward_from_to(self, start, end):
+        self._unfuse()
         before, after = self._callbacks["before_backward"], self._callbacks["after_backward"]
         for li in range(start, end - 1, -1):
             for fn in before:

@@ -29,16 +29,18 @@ ELTWISE = {"relu": 32, "tanh": 33, "elu": 34, "abs": 36, "linear": 38, "soft_rel
            "relu_dst": 256, "tanh_dst": 257, "logistic_dst": 260}
 POOLING_MAX, POOLING_AVG_INCLUDE, POOLING_AVG_EXCLUDE = 511, 767, 1023
 LRN_ACROSS, LRN_WITHIN = 2815, 3071
-BINARY_ADD = 131056
+BINARY_ADD, BINARY_MUL = 131056, 131057
 SOFTMAX_ACCURATE = 196608
 BN_GLOBAL_STATS, BN_SCALE, BN_SHIFT = 1, 2, 4
 Q_SRC, Q_DIFF_SRC, Q_WEIGHTS, Q_DIFF_WEIGHTS, Q_DST, Q_DIFF_DST, Q_WORKSPACE, Q_SCRATCHPAD = range(129, 137)
 Q_EXEC_ARG = 255
+Q_NDIMS, Q_DIMS = 256, 257
 Q_IMPL_INFO = 8
 ARG_SRC, ARG_SRC_1, ARG_DST, ARG_WEIGHTS, ARG_BIAS = 1, 2, 17, 33, 41
 ARG_MEAN, ARG_VARIANCE, ARG_SCALE, ARG_SHIFT, ARG_WORKSPACE, ARG_SCRATCHPAD = 49, 50, 51, 52, 64, 80
 ARG_DIFF_SRC, ARG_DIFF_DST, ARG_DIFF_WEIGHTS, ARG_DIFF_BIAS, ARG_DIFF_SCALE, ARG_DIFF_SHIFT = \
     129, 145, 161, 169, 255, 256
+ARG_MULTIPLE_SRC = 1024
 SCRATCHPAD_USER = 1
 MAX_NDIMS = 12
 
@@ -104,6 +106,7 @@ def _bind(lib):
     fn("dnnl_memory_desc_clone", st, hp, h)
     fn("dnnl_memory_desc_equal", ci, h, h)
     fn("dnnl_memory_desc_get_size", ctypes.c_size_t, h)
+    fn("dnnl_memory_desc_query", st, h, ci, ctypes.c_void_p)
     fn("dnnl_memory_create", st, hp, h, h, h)
     fn("dnnl_memory_set_data_handle", st, h, h)
     fn("dnnl_memory_destroy", st, h)
@@ -145,6 +148,8 @@ def _bind(lib):
        ctypes.c_uint, h, h)
     fn("dnnl_softmax_forward_primitive_desc_create", st, hp, h, ci, ci, md, md, ci, h)
     fn("dnnl_binary_primitive_desc_create", st, hp, h, ci, md, md, md, h)
+    fn("dnnl_concat_primitive_desc_create", st, hp, h, md, ci, ci, ctypes.POINTER(_handle), h)
+    fn("dnnl_sum_primitive_desc_create", st, hp, h, md, ci, ctypes.POINTER(f32), ctypes.POINTER(_handle), h)
     fn("dnnl_matmul_primitive_desc_create", st, hp, h, md, md, md, md, h)
     fn("dnnl_sgemm", st, ctypes.c_char, ctypes.c_char, i64, i64, i64, f32, ctypes.c_void_p, i64,
        ctypes.c_void_p, i64, f32, ctypes.c_void_p, i64)
@@ -213,10 +218,11 @@ def _check(status, what):
 # -- memory descriptors ----------------------------------------------------
 class Desc:
     """A memory descriptor that this object owns (destroyed with it)."""
-    __slots__ = ("handle", "__weakref__")
+    __slots__ = ("handle", "tags", "__weakref__")
 
     def __init__(self, handle):
         self.handle = handle
+        self.tags = {}          # blocked_tag's answers
 
     @classmethod
     def plain(cls, shape, strides=None):
@@ -258,6 +264,15 @@ class Desc:
     def nbytes(self):
         return library().dnnl_memory_desc_get_size(self.handle)
 
+    @property
+    def dims(self):
+        lib = library()
+        n = ctypes.c_int()
+        lib.dnnl_memory_desc_query(self.handle, Q_NDIMS, ctypes.byref(n))
+        dims = ctypes.POINTER(_dims)()
+        lib.dnnl_memory_desc_query(self.handle, Q_DIMS, ctypes.byref(dims))
+        return tuple(dims.contents[:n.value])
+
     def __eq__(self, other):
         return bool(library().dnnl_memory_desc_equal(self.handle, other.handle))
 
@@ -270,7 +285,7 @@ class Desc:
             self.handle = None
 
 
-def _aligned(nbytes):
+def aligned(nbytes):
     """A 64-byte aligned float32 buffer of at least `nbytes` bytes."""
     raw = np.empty(nbytes // 4 + 16, np.float32)
     skip = (-raw.ctypes.data % 64) // 4
@@ -331,7 +346,7 @@ class Primitive:
         scratch_md = lib.dnnl_primitive_desc_query_md(pd, Q_SCRATCHPAD, 0)
         nbytes = lib.dnnl_memory_desc_get_size(scratch_md) if scratch_md else 0
         if nbytes:
-            self._scratch = _aligned(nbytes)
+            self._scratch = aligned(nbytes)
             m = _handle()
             _check(lib.dnnl_memory_create(ctypes.byref(m), scratch_md, _state["engine"], None), "memory")
             self._mem[ARG_SCRATCHPAD] = m
@@ -378,6 +393,12 @@ _ARG_NAMES = {"src": ARG_SRC, "src_1": ARG_SRC_1, "dst": ARG_DST, "weights": ARG
               "workspace": ARG_WORKSPACE, "diff_src": ARG_DIFF_SRC, "diff_dst": ARG_DIFF_DST,
               "diff_weights": ARG_DIFF_WEIGHTS, "diff_bias": ARG_DIFF_BIAS, "diff_scale": ARG_DIFF_SCALE,
               "diff_shift": ARG_DIFF_SHIFT}
+_ARG_NAMES.update(("src_of_%d" % i, ARG_MULTIPLE_SRC + i) for i in range(64))
+
+
+def unblocker(desc):
+    """The reorder from `desc` to Caffe's plain layout of the same dims."""
+    return reorder(desc, Desc.plain(desc.dims))
 
 
 def reorder(src_desc, dst_desc, accumulate=False):
@@ -392,7 +413,8 @@ def reorder(src_desc, dst_desc, accumulate=False):
 
 
 # -- plain arrays in, plain arrays out -------------------------------------
-_INPUTS = {ARG_SRC, ARG_SRC_1, ARG_WEIGHTS, ARG_BIAS, ARG_DIFF_DST, ARG_MEAN, ARG_VARIANCE, ARG_SCALE, ARG_SHIFT}
+_INPUTS = {ARG_SRC, ARG_SRC_1, ARG_WEIGHTS, ARG_BIAS, ARG_DIFF_DST, ARG_MEAN, ARG_VARIANCE, ARG_SCALE, ARG_SHIFT} | \
+    set(range(ARG_MULTIPLE_SRC, ARG_MULTIPLE_SRC + 64))
 _shared = threading.local()
 
 
@@ -402,18 +424,22 @@ def _shared_buffer(key, nbytes):
     bufs = _shared.__dict__.setdefault("bufs", {})
     buf = bufs.get(key)
     if buf is None or buf.nbytes < nbytes:
-        buf = bufs[key] = _aligned(nbytes)
+        buf = bufs[key] = aligned(nbytes)
     return buf
 
 
 class Step:
-    """A primitive whose caller speaks in plain (Caffe) layouts: arguments
-    whose chosen layout differs are reordered into shared buffers on the way
-    in and back into the caller's arrays on the way out. `kept` arguments
-    (workspaces, blocked copies a backward reuses) live in buffers of this
-    step's own."""
+    """A primitive whose caller speaks in plain (Caffe) layouts. Each argument
+    is a numpy array in the layout `plain` gives, or a blob's EngineView.
+    Where the primitive chose another layout, inputs are reordered into
+    shared buffers on the way in, outputs back on the way out; a view whose
+    blob already holds the chosen layout is used as it is, and an output view
+    keeps the chosen layout for the next oneDNN layer when its blob allows.
+    `kept` arguments (workspaces a backward reuses) live in buffers of this
+    step's own; inputs named in `cache` (an inference layer's weights) keep
+    their reordered copy while the blob's values cannot have changed."""
 
-    def __init__(self, prim, plain, kept=()):
+    def __init__(self, prim, plain, kept=(), cache=()):
         self.prim = prim
         self.plain = plain
         self.moves = {}
@@ -421,32 +447,61 @@ class Step:
             chosen = prim.md(arg)
             if chosen != desc:
                 self.moves[arg] = (reorder(desc, chosen) if arg in _INPUTS else reorder(chosen, desc))
-        self.kept = {arg: _aligned(prim.md(arg).nbytes) for arg in kept}
+        self.kept = {arg: aligned(prim.md(arg).nbytes) for arg in kept}
+        self.cache = {_ARG_NAMES[n]: [None, None] for n in cache if _ARG_NAMES[n] in self.moves}
         self._acc = {}
 
     def __call__(self, accumulate=(), **arrays):
-        """prim(src=x, dst=y): plain arrays; outputs named in `accumulate` are
-        added to instead of overwritten."""
+        """step(src=x, dst=y); outputs named in `accumulate` (plain arrays)
+        are added to instead of overwritten."""
         run = {}
         after = []
         for name, a in arrays.items():
             arg = _ARG_NAMES[name]
+            chosen = self.prim.md(arg)
             move = self.moves.get(arg)
+            if arg in _INPUTS:
+                if not isinstance(a, np.ndarray):
+                    held = a.blocked(chosen)
+                    if held is not None:
+                        run[name] = held
+                        continue
+                    cached = self.cache.get(arg)
+                    if cached is not None:
+                        token = a.token()
+                        if token is not None and cached[0] == token:
+                            run[name] = cached[1]
+                            continue
+                    a = a.read()
+                    if cached is not None and token is not None:
+                        if cached[1] is None:
+                            cached[1] = aligned(chosen.nbytes)
+                        move(src=a, dst=cached[1])
+                        cached[0] = token
+                        run[name] = cached[1]
+                        continue
+                if move is None:
+                    run[name] = a
+                else:
+                    buf = run[name] = _shared_buffer(arg, chosen.nbytes)
+                    move(src=a, dst=buf)
+                continue
+            if not isinstance(a, np.ndarray):
+                if move is not None:
+                    claimed = a.claim(chosen)
+                    if claimed is not None:
+                        run[name] = claimed
+                        continue
+                a = a.write()
             if move is None and name not in accumulate:
                 run[name] = a
                 continue
-            if arg in _INPUTS:
-                buf = _shared_buffer(arg, self.prim.md(arg).nbytes)
-                move(src=a, dst=buf)
-                run[name] = buf
-            else:
-                buf = _shared_buffer(arg, self.prim.md(arg).nbytes)
-                run[name] = buf
-                if name in accumulate:      # Caffe's param diffs accumulate
-                    move = self._acc.get(arg)
-                    if move is None:
-                        move = self._acc[arg] = reorder(self.prim.md(arg), self.plain[arg], accumulate=True)
-                after.append((move, buf, a))
+            buf = run[name] = _shared_buffer(arg, chosen.nbytes)
+            if name in accumulate:      # Caffe's param diffs accumulate
+                move = self._acc.get(arg)
+                if move is None:
+                    move = self._acc[arg] = reorder(chosen, self.plain[arg], accumulate=True)
+            after.append((move, buf, a))
         for arg, buf in self.kept.items():
             run[_NAME_OF[arg]] = buf
         self.prim(**run)
@@ -474,7 +529,8 @@ class Convolution:
     """Convolution (or Deconvolution with transposed=True) of an (N, C, *S)
     input over 1 to 3 spatial axes, Caffe's weight layouts, optional bias."""
 
-    def __init__(self, x_shape, y_shape, w_shape, group, kernel, pad, stride, dilation, bias, transposed, training):
+    def __init__(self, x_shape, y_shape, w_shape, group, kernel, pad, stride, dilation, bias, transposed, training,
+                 relu=None):
         lib, eng = library(), _state["engine"]
         g = int(group)
         n_sp = len(kernel)
@@ -513,11 +569,12 @@ class Convolution:
         bh = b_plain.handle if bias else None
         fwd = Primitive(lambda pd, a: fwd_create(pd, eng, prop, alg, xa.handle, wa.handle, bh, ya.handle,
                                                  *geometry, a),
-                        (ARG_SRC, ARG_WEIGHTS, ARG_DST) + ((ARG_BIAS,) if bias else ()), "convolution")
+                        (ARG_SRC, ARG_WEIGHTS, ARG_DST) + ((ARG_BIAS,) if bias else ()), "convolution",
+                        Attr(eltwise=[("relu", relu, 0.0)]) if relu is not None else None)
         plain = {ARG_SRC: x_plain, ARG_WEIGHTS: self.w_plain, ARG_DST: y_plain}
         if bias:
             plain[ARG_BIAS] = b_plain
-        self.fwd = Step(fwd, plain)
+        self.fwd = Step(fwd, plain, cache=() if training else ("weights",))
         self.bias = bias
         self.bwd_data = self.bwd_weights = None
         if training:
@@ -643,11 +700,34 @@ def caffe_ave_algorithm(pad, pad_r):
     return None
 
 
+def _inner(shape, layout):
+    """The descriptor a layer primitive runs on: Caffe's plain layout, or the
+    blocked `layout` (a format tag) its input blob already holds."""
+    return _plain(shape) if layout is None else Desc.tagged(shape, layout)
+
+
+# The layouts convolutions leave their outputs in (channel blocks of 16 or 8,
+# channels last), by number of axes: layers after a convolution take these as
+# they are.
+_LAYOUTS = {3: (56, 69, 15), 4: (TAG_NCHW16C, 102, 22), 5: (TAG_NCDHW16C, 142, 33)}
+
+
+def blocked_tag(desc, shape):
+    """The format tag `desc` is for `shape`, if it is one of _LAYOUTS; None."""
+    if desc is None:
+        return None
+    memo = desc.tags
+    key = tuple(shape)
+    if key not in memo:
+        memo[key] = next((t for t in _LAYOUTS.get(len(shape), ()) if desc == Desc.tagged(shape, t)), None)
+    return memo[key]
+
+
 class Pooling:
     """MAX or AVE pooling of (N, C, H, W) with Caffe's output size and AVE
     divisor; MAX keeps oneDNN's argmax workspace for backward."""
 
-    def __init__(self, x_shape, y_shape, kernel, pad, stride, maximum, training, blocked):
+    def __init__(self, x_shape, y_shape, kernel, pad, stride, maximum, training, layout=None):
         lib, eng = library(), _state["engine"]
         pad_r = caffe_pool_padding(x_shape[2:], kernel, pad, stride, y_shape[2:])
         if min(pad_r) < 0:
@@ -656,10 +736,7 @@ class Pooling:
         if alg is None:
             raise DnnlError("Caffe's AVE divisor has no oneDNN algorithm here")
         x, y = _plain(x_shape), _plain(y_shape)
-        if blocked:
-            xi, yi = Desc.tagged(x_shape, TAG_NCHW16C), Desc.tagged(y_shape, TAG_NCHW16C)
-        else:
-            xi, yi = x, y
+        xi, yi = _inner(x_shape, layout), _inner(y_shape, layout)
         geometry = (_z(stride), _z(kernel), _z([0] * len(kernel)), _z(pad), _z(pad_r))
         prop = FORWARD_TRAINING if training else FORWARD_INFERENCE
         kept = (ARG_WORKSPACE,) if training and maximum else ()
@@ -686,10 +763,10 @@ class LRN:
     """Caffe's LRN: across channels y = x (k + alpha/n sum x^2)^-beta; within
     a channel y = x (1 + alpha/n^2 sum x^2)^-beta over an n x n window."""
 
-    def __init__(self, shape, size, alpha, beta, k, within, training, blocked):
+    def __init__(self, shape, size, alpha, beta, k, within, training, layout=None):
         lib, eng = library(), _state["engine"]
         x = _plain(shape)
-        xi = Desc.tagged(shape, TAG_NCHW16C) if blocked else x
+        xi = _inner(shape, layout)
         alg = LRN_WITHIN if within else LRN_ACROSS
         k = 1.0 if within else k
         prop = FORWARD_TRAINING if training else FORWARD_INFERENCE
@@ -718,21 +795,24 @@ class Eltwise:
     """One of oneDNN's element-wise functions; backward from the input, or
     from the output for the `*_dst` algorithms (in-place layers)."""
 
-    def __init__(self, shape, alg, alpha=0.0, beta=0.0, training=True):
+    def __init__(self, shape, alg, alpha=0.0, beta=0.0, training=True, layout=None):
         lib, eng = library(), _state["engine"]
-        x = _plain(shape)
+        if layout is None:             # element-wise: any plain shape will do
+            shape = (int(np.prod(shape)),)
+        x, xi = _plain(shape), _inner(shape, layout)
         self.alg = ELTWISE[alg]
         prop = FORWARD_TRAINING if training else FORWARD_INFERENCE
         fwd = Primitive(lambda pd, a: lib.dnnl_eltwise_forward_primitive_desc_create(
-            pd, eng, prop, self.alg, x.handle, x.handle, alpha, beta, a), (ARG_SRC, ARG_DST), "eltwise")
-        self.fwd = fwd
+            pd, eng, prop, self.alg, xi.handle, xi.handle, alpha, beta, a), (ARG_SRC, ARG_DST), "eltwise")
+        self.fwd = Step(fwd, {ARG_SRC: x, ARG_DST: x})
         self.use_dst = alg.endswith("_dst")
         self.bwd = None
         if training:
             data_arg = ARG_DST if self.use_dst else ARG_SRC
-            self.bwd = Primitive(lambda pd, a: lib.dnnl_eltwise_backward_primitive_desc_create(
-                pd, eng, self.alg, x.handle, x.handle, x.handle, alpha, beta, fwd.pd, a),
-                (data_arg, ARG_DIFF_SRC, ARG_DIFF_DST), "eltwise backward")
+            self.bwd = Step(Primitive(lambda pd, a: lib.dnnl_eltwise_backward_primitive_desc_create(
+                pd, eng, self.alg, xi.handle, xi.handle, xi.handle, alpha, beta, fwd.pd, a),
+                (data_arg, ARG_DIFF_SRC, ARG_DIFF_DST), "eltwise backward"),
+                {data_arg: x, ARG_DIFF_SRC: x, ARG_DIFF_DST: x})
 
     def forward(self, x, y):
         self.fwd(src=x, dst=y)
@@ -750,21 +830,22 @@ class BatchNorm:
     """(x - mean) / sqrt(var + eps) per channel of (N, C, S): with given
     statistics, or the batch's (returned, the variance biased, as Caffe's)."""
 
-    def __init__(self, shape, eps, global_stats, training):
+    def __init__(self, shape, eps, global_stats, training, layout=None):
         lib, eng = library(), _state["engine"]
-        x = _plain(shape)
+        x, xi = _plain(shape), _inner(shape, layout)
         self.global_stats = global_stats
         flags = BN_GLOBAL_STATS if global_stats else 0
         prop = FORWARD_TRAINING if training or not global_stats else FORWARD_INFERENCE
         args = (ARG_SRC, ARG_DST, ARG_MEAN, ARG_VARIANCE)
         fwd = Primitive(lambda pd, a: lib.dnnl_batch_normalization_forward_primitive_desc_create(
-            pd, eng, prop, x.handle, x.handle, eps, flags, a), args, "batch normalization")
-        self.fwd = fwd
+            pd, eng, prop, xi.handle, xi.handle, eps, flags, a), args, "batch normalization")
+        self.fwd = Step(fwd, {ARG_SRC: x, ARG_DST: x})
         self.bwd = None
         if training:
-            self.bwd = Primitive(lambda pd, a: lib.dnnl_batch_normalization_backward_primitive_desc_create(
-                pd, eng, BACKWARD_DATA, x.handle, x.handle, x.handle, eps, flags, fwd.pd, a),
-                (ARG_SRC, ARG_MEAN, ARG_VARIANCE, ARG_DIFF_DST, ARG_DIFF_SRC), "batch normalization backward")
+            self.bwd = Step(Primitive(lambda pd, a: lib.dnnl_batch_normalization_backward_primitive_desc_create(
+                pd, eng, BACKWARD_DATA, xi.handle, xi.handle, xi.handle, eps, flags, fwd.pd, a),
+                (ARG_SRC, ARG_MEAN, ARG_VARIANCE, ARG_DIFF_DST, ARG_DIFF_SRC), "batch normalization backward"),
+                {ARG_SRC: x, ARG_DIFF_DST: x, ARG_DIFF_SRC: x})
 
     def forward(self, x, y, mean, var):
         """With global statistics, mean and var are read; else written."""
@@ -774,16 +855,58 @@ class BatchNorm:
         self.bwd(src=x, mean=mean, variance=var, diff_dst=dy, diff_src=dx)
 
 
-# -- softmax -----------------------------------------------------------------
-class Softmax:
-    """Softmax over axis 1 of an (outer, C, inner) array."""
+# -- Eltwise SUM and PROD ----------------------------------------------------
+class Eltwise2:
+    """Caffe's Eltwise forward over same-shaped bottoms: the sum with
+    coefficients, or (two bottoms) the product; a ReLU post-op when fused
+    with an in-place ReLU (two bottoms, unit coefficients)."""
 
-    def __init__(self, shape):
+    def __init__(self, shape, n, product, coeffs, layout=None, relu=None):
         lib, eng = library(), _state["engine"]
-        x = _plain(shape)
-        self.fwd = Primitive(lambda pd, a: lib.dnnl_softmax_forward_primitive_desc_create(
-            pd, eng, FORWARD_INFERENCE, SOFTMAX_ACCURATE, x.handle, x.handle, 1, a),
-            (ARG_SRC, ARG_DST), "softmax")
+        x, xi = _plain(shape), _inner(shape, layout)
+        self.n = n
+        if n == 2 and (product or all(c == 1.0 for c in coeffs)):
+            alg = BINARY_MUL if product else BINARY_ADD
+            attr = Attr(eltwise=[("relu", relu, 0.0)]) if relu is not None else None
+            prim = Primitive(lambda pd, a: lib.dnnl_binary_primitive_desc_create(
+                pd, eng, alg, xi.handle, xi.handle, xi.handle, a), (ARG_SRC, ARG_SRC_1, ARG_DST), "binary", attr)
+            self.names = ("src", "src_1")
+            self.fwd = Step(prim, {ARG_SRC: x, ARG_SRC_1: x, ARG_DST: x})
+            return
+        if product or relu is not None or n > 64:
+            raise DnnlError("no single oneDNN primitive for this Eltwise")
+        scales = (ctypes.c_float * n)(*coeffs)
+        descs = (_handle * n)(*([xi.handle] * n))
+        args = tuple(ARG_MULTIPLE_SRC + i for i in range(n)) + (ARG_DST,)
+        prim = Primitive(lambda pd, a: lib.dnnl_sum_primitive_desc_create(pd, eng, xi.handle, n, scales, descs, a),
+                         args, "sum")
+        self.names = tuple("src_of_%d" % i for i in range(n))
+        self.fwd = Step(prim, dict({a: x for a in args}))
 
-    def forward(self, x, y):
-        self.fwd(src=x, dst=y)
+    def forward(self, xs, y):
+        self.fwd(dst=y, **dict(zip(self.names, xs)))
+
+
+# -- Concat ------------------------------------------------------------------
+class Concat:
+    """Caffe's Concat forward along `axis`, in the bottoms' shared layout."""
+
+    def __init__(self, shapes, axis, layout=None):
+        lib, eng = library(), _state["engine"]
+        out = list(shapes[0])
+        out[axis] = sum(s[axis] for s in shapes)
+        n = len(shapes)
+        plains = [_plain(s) for s in shapes]
+        inner = [_inner(s, layout) for s in shapes]
+        y, yi = _plain(out), _inner(out, layout)
+        descs = (_handle * n)(*[d.handle for d in inner])
+        args = tuple(ARG_MULTIPLE_SRC + i for i in range(n)) + (ARG_DST,)
+        prim = Primitive(lambda pd, a: lib.dnnl_concat_primitive_desc_create(pd, eng, yi.handle, n, axis, descs, a),
+                         args, "concat")
+        plain = dict(zip(args, plains))
+        plain[ARG_DST] = y
+        self.names = tuple("src_of_%d" % i for i in range(n))
+        self.fwd = Step(prim, plain)
+
+    def forward(self, xs, y):
+        self.fwd(dst=y, **dict(zip(self.names, xs)))

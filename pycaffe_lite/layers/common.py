@@ -130,9 +130,24 @@ class ConcatLayer(Layer):
             shape[axis] += other[axis]
         top[0].reshape(shape)
 
+    def _dnnl_forward(self, bottom, top):
+        if len(bottom) > 64:
+            return False
+        layouts = {self.blocked_layout(b) for b in bottom}
+        # one blocked layout shared by the bottoms stays blocked; else plain
+        layout = layouts.pop() if len(layouts) == 1 else None
+        shapes = tuple(b.shape for b in bottom)
+        op = self.dnnl_op((shapes, self._axis, layout), lambda dnnl: dnnl.Concat(shapes, self._axis, layout))
+        if op is None:
+            return False
+        op.forward([b.engine_data() for b in bottom], top[0].engine_data())
+        return True
+
     def forward(self, bottom, top):
         if len(bottom) == 1:
             top[0].dev_data[...] = bottom[0].dev_data
+            return
+        if self._dnnl_forward(bottom, top):
             return
         self.xp.concatenate([b.dev_data for b in bottom], axis=self._axis, out=top[0].dev_data)
 
@@ -323,7 +338,26 @@ class EltwiseLayer(Layer):
                                  % (bottom[0].shape, blob.shape), ShapeError)
         top[0].reshape_like(bottom[0])
 
+    def dnnl_forward(self, bottom, top, relu=None):
+        """SUM, or PROD of two bottoms, on oneDNN (with a ReLU of that slope
+        after it when fused); False when the numpy engine runs it."""
+        if self._op == self.MAX or (self._op == self.PROD and len(bottom) != 2):
+            return False
+        # the blocked layout of the bottoms that hold one (the others are
+        # reordered into it), so the sum stays blocked for the next layer
+        layouts = {self.blocked_layout(b) for b in bottom} - {None}
+        layout = layouts.pop() if len(layouts) == 1 else None
+        shape = bottom[0].shape
+        op = self.dnnl_op((shape, layout, relu), lambda dnnl: dnnl.Eltwise2(
+            shape, len(bottom), self._op == self.PROD, self._coeff, layout, relu))
+        if op is None:
+            return False
+        op.forward([b.engine_data() for b in bottom], top[0].engine_data())
+        return True
+
     def forward(self, bottom, top):
+        if self.dnnl_forward(bottom, top):
+            return
         xp = self.xp
         y = top[0].dev_data
         xs = [b.dev_data for b in bottom]

@@ -149,24 +149,39 @@ class _BaseConv(_Geometry, Layer):
         return w.reshape(self.group, w.shape[0] // self.group, -1)
 
     # -- the oneDNN engine: one primitive per pass, whole batch -------------
+    def engine_shapes(self, blob):
+        """The (N, C, *spatial) shapes of this layer's input and output."""
+        x_shape = (blob.count_range(0, self.axis),) + blob.shape[self.axis:]
+        return x_shape, x_shape[:1] + (self.num_output,) + tuple(self.out_hw)
+
     def _dnnl(self, bottom):
         if len(self.kernel) > 3:
             return None
-        x_shape = (bottom[0].count_range(0, self.axis),) + bottom[0].shape[self.axis:]
-        y_shape = x_shape[:1] + (self.num_output,) + tuple(self.out_hw)
+        x_shape, y_shape = self.engine_shapes(bottom[0])
         training = self.need_backward
         return self.dnnl_op((x_shape, training), lambda dnnl: dnnl.Convolution(
             x_shape, y_shape, self.blobs[0].shape, self.group, self.kernel, self.pad, self.stride,
             self.dilation, self.bias_term, self.transposed, training))
 
+    def fused_op(self, bottom, relu):
+        """An inference convolution with a bias and, unless relu is None, a
+        ReLU of that negative slope after it (fusion.ConvChain's)."""
+        if len(self.kernel) > 3 or self.transposed:
+            return None
+        x_shape, y_shape = self.engine_shapes(bottom[0])
+        return self.dnnl_op(("fused", x_shape, relu), lambda dnnl: dnnl.Convolution(
+            x_shape, y_shape, self.blobs[0].shape, self.group, self.kernel, self.pad, self.stride,
+            self.dilation, True, False, False, relu))
+
     def _dnnl_forward(self, bottom, top):
         op = self._dnnl(bottom)
         if op is None:
             return False
-        w = self.blobs[0].dev_data
-        b = self.blobs[1].dev_data if self.bias_term else None
+        w = self.blobs[0].engine_data()
+        b = self.blobs[1].engine_data() if self.bias_term else None
+        x_shape, y_shape = self.engine_shapes(bottom[0])
         for bb, t in zip(bottom, top):
-            op.forward(self._as_nchw(bb.dev_data), w, b, self._as_nchw(t.dev_data))
+            op.forward(bb.engine_data(x_shape), w, b, t.engine_data(y_shape))
         self._cols = [None] * len(bottom)
         return True
 
@@ -176,7 +191,6 @@ class _BaseConv(_Geometry, Layer):
             return False
         want_w = self.param_propagate_down[0]
         want_b = self.bias_term and self.param_propagate_down[1]
-        w = self.blobs[0].dev_data
         for i, (b, t) in enumerate(zip(bottom, top)):
             dy = self._as_nchw(t.dev_diff)
             if want_w:
@@ -186,11 +200,12 @@ class _BaseConv(_Geometry, Layer):
                     db, fresh_b = self.blobs[1].host_diff_to_fill()
                 elif self.bias_term:      # computed alongside, not wanted
                     db = backend.scratch("conv_db", self.num_output, dy.dtype)
-                op.backward_weights(self._as_nchw(b.dev_data), dy, dw, db, not fresh_w, not fresh_b)
+                x_shape = (b.count_range(0, self.axis),) + b.shape[self.axis:]
+                op.backward_weights(b.engine_data(x_shape), dy, dw, db, not fresh_w, not fresh_b)
             elif want_b:
                 self.blobs[1].dev_diff[...] += dy.sum(axis=(0,) + tuple(range(2, dy.ndim)))
             if propagate_down[i]:
-                op.backward_data(dy, w, self._as_nchw(b.dev_diff))
+                op.backward_data(dy, self.blobs[0].engine_data(), self._as_nchw(b.dev_diff))
         return True
 
 

@@ -31,18 +31,29 @@ class LRNLayer(Layer):
     def _dnnl(self, bottom):
         # oneDNN's LRN backward is fast on channel blocks of 16 only; its
         # plain-layout forward is fast for inference.
-        shape, training = bottom[0].shape, self.need_backward
-        if training and shape[1] % 16:
-            return None
-        return self.dnnl_op((shape, training), lambda dnnl: dnnl.LRN(
-            shape, self.size, self.alpha, self.beta, self.k, self.within, training, blocked=training))
+        shape, training, layout = bottom[0].shape, self.need_backward, self.blocked_layout(bottom[0])
+        if training:
+            if shape[1] % 16:
+                return self.dnnl_op(None, lambda dnnl: None)
+            layout = "nChw16c"
+        return self.dnnl_op((shape, training, layout), lambda dnnl: dnnl.LRN(
+            shape, self.size, self.alpha, self.beta, self.k, self.within, training,
+            dnnl.TAG_NCHW16C if layout == "nChw16c" else layout))
+
+    def _numpy_scale(self, x):
+        if self.within:
+            kernel, pad, stride = self._within_geometry()
+            pooled = self.ops.ave_pool_forward(x * x, kernel, pad, stride, x.shape[2:])
+            self._scale = np.float32(1) + np.float32(self.alpha) * pooled
+        else:
+            self._scale = self.ops.lrn_across_forward(x, self.size, self.alpha, self.beta, self.k)[1]
 
     def forward(self, bottom, top):
-        op = self._dnnl(bottom)
+        op = self._engine_op = self._dnnl(bottom)
         if op is not None:
-            x = bottom[0].dev_data
-            self._x = x.copy() if bottom[0] is top[0] and op.bwd is not None else None
-            op.forward(x, top[0].dev_data)
+            self._x = bottom[0].dev_data.copy() if bottom[0] is top[0] else None
+            self._scale = None        # oneDNN keeps its own; numpy's backward recomputes it
+            op.forward(bottom[0].engine_data(), top[0].engine_data())
             return
         x = bottom[0].dev_data
         if self.within:
@@ -61,13 +72,16 @@ class LRNLayer(Layer):
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
-        op = self._dnnl(bottom)
+        op = getattr(self, "_engine_op", None)          # the one whose workspace the forward kept
         if op is not None and op.bwd is not None:
-            x = self._x if self._x is not None else bottom[0].dev_data
+            self.engine = "dnnl"
+            x = self._x if self._x is not None else bottom[0].engine_data()
             op.backward(x, top[0].dev_diff, bottom[0].dev_diff)
             return
         dy, y = top[0].dev_diff, top[0].dev_data
         x = self._x if self._x is not None else bottom[0].dev_data
+        if self._scale is None:
+            self._numpy_scale(x)
         if self.within:
             kernel, pad, stride = self._within_geometry()
             b = np.float32(self.beta)

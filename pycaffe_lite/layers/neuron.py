@@ -25,22 +25,24 @@ class NeuronLayer(Layer):
         spec = self.dnnl_eltwise(bottom, top)
         if spec is None:
             return None
-        shape, training = (bottom[0].count,), self.need_backward
-        return self.dnnl_op((shape, training, spec), lambda dnnl: dnnl.Eltwise(shape, *spec, training=training))
+        shape, training, layout = bottom[0].shape, self.need_backward, self.blocked_layout(bottom[0])
+        return self.dnnl_op((shape, training, spec, layout), lambda dnnl: dnnl.Eltwise(
+            shape, *spec, training=training, layout=layout))
 
     def dnnl_forward(self, bottom, top):
-        op = self._dnnl(bottom, top)
+        op = self._engine_op = self._dnnl(bottom, top)
         if op is None:
             return False
-        op.forward(bottom[0].dev_data, top[0].dev_data)
+        op.forward(bottom[0].engine_data(), top[0].engine_data())
         return True
 
     def dnnl_backward(self, top, propagate_down, bottom):
-        op = self._dnnl(bottom, top)
+        op = getattr(self, "_engine_op", None)
         if op is None or op.bwd is None:
             return False
+        self.engine = "dnnl"
         if propagate_down[0]:
-            data = top[0].dev_data if op.use_dst else bottom[0].dev_data
+            data = top[0].engine_data() if op.use_dst else bottom[0].engine_data()
             op.backward(data, top[0].dev_diff, bottom[0].dev_diff)
         return True
 
@@ -369,5 +371,7 @@ class SwishLayer(NeuronLayer):
         xp.multiply(x, self._sig, out=top[0].dev_data)
 
     def grad(self, dy, b, t):
+        if self.engine == "dnnl":          # numpy's backward after oneDNN's forward
+            self._sig = np.float32(1) / (np.float32(1) + self.xp.exp(-self._beta * b.dev_data))
         y, s = t.dev_data, self._sig
         return dy * (self._beta * y + s * (np.float32(1) - self._beta * y))

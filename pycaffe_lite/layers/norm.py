@@ -30,25 +30,25 @@ class BatchNormLayer(Layer):
     def reshape(self, bottom, top):
         top[0].reshape_like(bottom[0])
 
-    def _dnnl(self, shape):
-        training = self.need_backward
-        return self.dnnl_op((shape, training), lambda dnnl: dnnl.BatchNorm(
-            shape, self.eps, self.use_global, training))
-
-    def _dnnl_forward(self, xs, ys):
-        op = self._dnnl(xs.shape)
+    def _dnnl_forward(self, bottom, top, ncs):
+        """oneDNN's batch normalization over (N, C, S) = ncs; False when the
+        numpy engine runs this layer."""
+        shape, training, layout = bottom[0].shape, self.need_backward, self.blocked_layout(bottom[0])
+        flat = ncs if layout is None else shape
+        op = self._engine_op = self.dnnl_op((flat, training, layout), lambda dnnl: dnnl.BatchNorm(
+            flat, self.eps, self.use_global, training, layout))
         if op is None:
             return False
-        c = xs.shape[1]
+        c = ncs[1]
         if self.use_global:
             f = float(self.blobs[2].dev_data[0])
             f = np.float32(0.0 if f == 0 else 1.0 / f)
             mean, var = self.blobs[0].dev_data * f, self.blobs[1].dev_data * f
-            op.forward(xs, ys, mean, var)
+            op.forward(bottom[0].engine_data(flat), top[0].engine_data(flat), mean, var)
         else:
             mean, var = np.empty(c, np.float32), np.empty(c, np.float32)
-            op.forward(xs, ys, mean, var)
-            m = xs.shape[0] * xs.shape[2]
+            op.forward(bottom[0].engine_data(flat), top[0].engine_data(flat), mean, var)
+            m = ncs[0] * ncs[2]
             maf = np.float32(self.maf)
             self.blobs[2].dev_data[...] = self.blobs[2].dev_data * maf + 1
             self.blobs[0].dev_data[...] = self.blobs[0].dev_data * maf + mean
@@ -56,18 +56,19 @@ class BatchNormLayer(Layer):
         self._std = np.sqrt(var + np.float32(self.eps)).reshape(1, c, 1)
         self._y = None
         if not self.use_global and self.need_backward:
-            self._y = self._kept("normalized", ys.size, ys.dtype).reshape(ys.shape)
-            self._y[...] = ys
+            self._y = self._kept("normalized", top[0].count, np.float32).reshape(ncs)
+            self._y[...] = top[0].dev_data.reshape(ncs)
         return True
 
     def forward(self, bottom, top):
         xp = self.xp
+        shape = bottom[0].shape
+        n, c = shape[0], (shape[1] if len(shape) > 1 else 1)
+        if self._dnnl_forward(bottom, top, (n, c, bottom[0].count // max(1, n * c))):
+            return
         x = bottom[0].dev_data
-        n, c = x.shape[0], (x.shape[1] if x.ndim > 1 else 1)
         xs = x.reshape(n, c, -1)
         ys = top[0].dev_data.reshape(n, c, -1)
-        if self._dnnl_forward(xs, ys):
-            return
         if self.use_global:
             f = float(self.blobs[2].dev_data[0])
             f = 0.0 if f == 0 else 1.0 / f
@@ -107,8 +108,9 @@ class BatchNormLayer(Layer):
         if self.use_global:
             xp.divide(dys, self._std, out=dxs)
             return
-        op = self._dnnl(dys.shape)
-        if op is not None and op.bwd is not None:
+        op = getattr(self, "_engine_op", None)
+        if op is not None and op.bwd is not None and self._y is not None and self._y.shape == dys.shape:
+            self.engine = "dnnl"
             # oneDNN's backward from the kept normalized input: its mean 0 and
             # variance 1 (less eps) leave (dy - mean(dy) - y mean(dy y)), which
             # is then divided by the batch's deviation
@@ -130,12 +132,12 @@ class BatchNormLayer(Layer):
         dxs /= self._std
 
 
-def _broadcast_geometry(layer, x, axis, shape):
+def _broadcast_geometry(layer, x_shape, axis, shape):
     """Shape that lines a (scale_dim...) blob up with x starting at `axis`."""
-    if tuple(x.shape[axis:axis + len(shape)]) != tuple(shape):
+    if tuple(x_shape[axis:axis + len(shape)]) != tuple(shape):
         raise layer.error("blob shape %s does not match bottom %s from axis %d"
-                          % (tuple(shape), x.shape, axis), ShapeError)
-    return (1,) * axis + tuple(shape) + (1,) * (x.ndim - axis - len(shape))
+                          % (tuple(shape), x_shape, axis), ShapeError)
+    return (1,) * axis + tuple(shape) + (1,) * (len(x_shape) - axis - len(shape))
 
 
 def _param_shape(layer, bottom, axis_field, num_axes):
@@ -157,7 +159,7 @@ class _AffineLayer(Layer):
     def reshape(self, bottom, top):
         x = bottom[0]
         shape = bottom[1].shape if len(bottom) > 1 else self.blobs[0].shape
-        self._bshape = _broadcast_geometry(self, x.dev_data, self.axis, shape)
+        self._bshape = _broadcast_geometry(self, x.shape, self.axis, shape)
         top[0].reshape_like(x)
 
     def _setup_operand(self, bottom, p, default_filler):

@@ -78,15 +78,15 @@ class PoolingLayer(Layer):
     def _dnnl(self, bottom, top):
         if len(top) == 2:              # the mask top is Caffe's own argmax
             return None
-        shape, training = bottom[0].shape, self.need_backward
-        return self.dnnl_op((shape, training), lambda dnnl: dnnl.Pooling(
+        shape, training, layout = bottom[0].shape, self.need_backward, self.blocked_layout(bottom[0])
+        return self.dnnl_op((shape, training, layout), lambda dnnl: dnnl.Pooling(
             shape, shape[:2] + self.out_hw, self.kernel, self.pad, self.stride, self.method == P.MAX,
-            training, blocked=False))
+            training, layout))
 
     def forward(self, bottom, top):
-        op = self._dnnl(bottom, top)
+        op = self._engine_op = self._dnnl(bottom, top)
         if op is not None:
-            op.forward(bottom[0].dev_data, top[0].dev_data)
+            op.forward(bottom[0].engine_data(), top[0].engine_data())
             return
         x = bottom[0].dev_data
         y = pool_forward(self.ops, self.method, x, self.kernel, self.pad, self.stride, self.out_hw)
@@ -95,8 +95,9 @@ class PoolingLayer(Layer):
             top[1].dev_data[...] = self.ops.max_pool_argmax(x, y, self.kernel, self.pad, self.stride, self.out_hw)
 
     def backward(self, top, propagate_down, bottom):
-        op = self._dnnl(bottom, top)
+        op = getattr(self, "_engine_op", None)          # the one whose argmax the forward kept
         if op is not None and op.bwd is not None:
+            self.engine = "dnnl"
             if propagate_down[0]:
                 op.backward(top[0].dev_diff, bottom[0].dev_diff)
             return
