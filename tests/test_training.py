@@ -79,6 +79,7 @@ def params(net):
 
 
 @pytest.mark.parametrize("kind", ["SGD", "Adam"])
+@pytest.mark.usefixtures("both_engines")
 def test_resume_from_our_snapshot_is_exact(setup, kind):
     tmp, solver = setup
     # 5 batches of 5 from 13 records: iteration 5 is mid-epoch, with random
