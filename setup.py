@@ -3,7 +3,7 @@ from setuptools import find_packages, setup
 setup(
     name="pycaffe_lite",
     version="0.1.0",
-    description="BVLC Caffe reimplemented in Python: numpy on the CPU, CuPy on the GPU",
+    description="BVLC Caffe reimplemented in Python: oneDNN and numpy on the CPU, CuPy on the GPU",
     packages=find_packages(include=["pycaffe_lite", "pycaffe_lite.*"]),
     package_data={"pycaffe_lite": ["kernels/cuda/*.cu"]},
     python_requires=">=3.9",
@@ -21,6 +21,11 @@ setup(
         "scikit-learn",
         "matplotlib",
         "pydot",
+        # The CPU engine (kernels/dnnl.py binds its C API through ctypes); where
+        # the wheel does not exist, the numpy engine runs.
+        "onednn-cpu-gomp>=2023.1; platform_system == 'Linux' and platform_machine == 'x86_64'",
+        # caffe.set_num_threads caps oneDNN's OpenMP and the BLAS, whoever loaded them.
+        "threadpoolctl",
     ],
     extras_require={
         "gpu": ["cupy-cuda13x", "nvidia-nccl-cu13"],
@@ -31,6 +36,6 @@ setup(
         "hdf5": ["h5py"],
         "leveldb": ["plyvel"],
         "draw": ["pydot"],
-        "bench": ["torch==2.13.0", "threadpoolctl"],
+        "bench": ["torch==2.13.0"],
     },
 )

@@ -204,3 +204,35 @@ def dnnl_for(engine=0):
         return None
     from .kernels import dnnl
     return dnnl
+
+
+# -- threads ---------------------------------------------------------------
+def set_num_threads(n):
+    """Cap every thread pool the CPU engines run on at n threads: oneDNN's
+    (OpenMP), the BLAS's and our own element-wise one, whichever of them a
+    script loaded first (threadpoolctl reaches the libraries as loaded).
+    OMP_NUM_THREADS in the environment caps all three from the start."""
+    n = int(n)
+    if n < 1:
+        raise ValueError("set_num_threads needs at least 1 thread, got %d" % n)
+    cpu_engine()                   # loads oneDNN, and with it OpenMP, so the cap reaches them
+    from threadpoolctl import threadpool_limits
+    threadpool_limits(limits=n)
+    _cpu_ops.set_workers(n)
+    # oneDNN fixes a primitive's threads when it is made: layers make theirs anew
+    _threads["generation"] += 1
+
+
+_threads = {"generation": 0}
+
+
+def threads_generation():
+    """Changes whenever set_num_threads does (primitives made before are stale)."""
+    return _threads["generation"]
+
+
+def num_threads():
+    """The threads each CPU thread pool may use now (the smallest cap)."""
+    from threadpoolctl import threadpool_info
+    counts = [i["num_threads"] for i in threadpool_info() if i.get("user_api") in ("blas", "openmp")]
+    return min(counts + [_cpu_ops.workers()])

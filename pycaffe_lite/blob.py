@@ -66,6 +66,9 @@ class _Buffer:
 
     def host_read(self):
         """The host array, up to date, for reading only (no new version)."""
+        if self.zero_pending:          # a diff marked zero (Blob.zero_diff)
+            self.host_array()[...] = 0
+            self.zero_pending = False
         if self.head == DEVICE:
             self.device.get(out=self.host)
             self.head = SYNCED
@@ -114,6 +117,7 @@ class _Buffer:
         self.blocked_desc = desc
         self.head = BLOCKED
         self.version += 1
+        self.zero_pending = False      # the engine writes it whole
         return self.blocked
 
     def settle(self):
@@ -151,6 +155,7 @@ class EngineView:
         return self._view(self.buf.host_read())
 
     def write(self):
+        self.buf.zero_pending = False          # the engine writes it whole
         return self._view(self.buf.host_array())
 
     def token(self):
@@ -171,6 +176,7 @@ class Blob:
         if shape == self._shape:
             return
         self._data_buf.settle()
+        self._diff_buf.settle()
         self._shape = shape
         n = math.prod(shape)
         if n > self._data_buf.size:
@@ -246,6 +252,10 @@ class Blob:
         """The data for the oneDNN engine (see EngineView), as `shape`
         (the blob's own by default)."""
         return EngineView(self._data_buf, tuple(shape) if shape is not None else self._shape)
+
+    def engine_diff(self, shape=None):
+        """The diff for the oneDNN engine, like engine_data."""
+        return EngineView(self._diff_buf, tuple(shape) if shape is not None else self._shape)
 
     @property
     def dev_diff(self):

@@ -1,16 +1,23 @@
-"""Inference fusion on the oneDNN engine, where nothing a user can read
-changes.
+"""Fusion on the oneDNN engine, where nothing a user can read changes.
 
 In a TEST-phase net without force_backward, a Convolution followed in place
 (on its own top) by BatchNorm with global statistics, Scale and ReLU layers
 runs as one convolution: weights and bias folded with the statistics and the
 scale, ReLU as a post-op. Eltwise SUM followed in place by ReLU runs as one
-binary primitive. The chain's blob ends up holding what Caffe leaves in it
-(the last layer's output); the values in between were never readable, being
-overwritten in place. A chain runs fused only when the whole of it is inside
-the forward's range and no per-layer callback watches the net; a backward
+binary primitive. These chains have no backward of their own: a backward
 after a fused forward first runs those layers again one by one, so that every
-layer's backward finds what its own forward left."""
+layer's backward finds what its own forward left.
+
+In any phase, BatchNorm followed in place by Scale (and a ReLU) runs as one
+batch normalization with scale and shift, forward and backward: the blob
+holds the last layer's output, its diff the BatchNorm's bottom diff, and the
+Scale's parameters get their gradients, as layer by layer; BatchNorm's
+running statistics are updated once, as Caffe does.
+
+A chain's blob ends up holding what Caffe leaves in it (the last layer's
+output); the values in between were never readable, being overwritten in
+place. A chain runs fused only when the whole of it is inside the forward's
+range and no per-layer forward callback watches the net."""
 import numpy as np
 
 from . import backend
@@ -124,8 +131,99 @@ class EltwiseReLU:
         return True
 
 
-def plan(net):
-    """{index of a chain's first layer: chain} for the net's fusable chains."""
+class NormChain:
+    """BatchNorm -> Scale [-> ReLU], in place on one blob, as one oneDNN
+    batch normalization with scale and shift (and ReLU), forward and
+    backward."""
+
+    def __init__(self, net, head, members):
+        self.net, self.head, self.members = net, head, members
+        self.last = members[-1]
+        self.bn, self.scale = net.layers[head], net.layers[members[0]]
+        self.relu = net.layers[members[1]] if len(members) > 1 else None
+        self.state = None
+
+    def _indices(self):
+        return (self.head,) + tuple(self.members)
+
+    def forward(self):
+        net, bn, scale = self.net, self.bn, self.scale
+        for i in self._indices():
+            net.layers[i].reshape(net._bottom(i), net._top(i))
+        blob = net._bottom(self.head)[0]
+        shape = blob.shape
+        if len(shape) < 2:
+            return False
+        n, c = shape[0], shape[1]
+        ncs = (n, c, blob.count // max(1, n * c))
+        layout = bn.blocked_layout(blob)
+        flat = ncs if layout is None else shape
+        training = any(net._layer_need_backward[i] for i in self._indices())
+        relu = self.relu is not None
+        op = bn.dnnl_op(("chain", flat, layout, training, relu), lambda dnnl: dnnl.BatchNorm(
+            flat, bn.eps, bn.use_global, training, layout, affine=True, relu=relu))
+        if op is None:
+            return False
+        gamma = scale.blobs[0].engine_data().read().reshape(-1)
+        beta = (scale.blobs[scale.bias_index].engine_data().read().reshape(-1) if scale.bias_index is not None
+                else np.zeros(c, np.float32))
+        x = blob.engine_data(flat)
+        src = op.save_input(x) if training else x
+        if bn.use_global:
+            mean, var = bn.statistics()
+        else:
+            mean, var = np.empty(c, np.float32), np.empty(c, np.float32)
+        op.forward(src, blob.engine_data(flat), mean, var, gamma, beta)
+        if not bn.use_global:
+            bn.update_statistics(mean, var, ncs[0] * ncs[2])
+        self.state = (op, mean, var, gamma, flat, ncs) if training else None
+        for i in self._indices():
+            net.layers[i].engine = "dnnl"
+        return True
+
+    def backward(self):
+        """The three layers' backward at once; False when the forward kept
+        nothing to run it from."""
+        if self.state is None or self.state[0].bwd is None:
+            return False
+        from .kernels.dnnl import Held
+        op, mean, var, gamma, flat, ncs = self.state
+        net, scale = self.net, self.scale
+        blob = net._bottom(self.head)[0]
+        c = ncs[1]
+        dscale, dshift = np.empty(c, np.float32), np.empty(c, np.float32)
+        diff = blob.engine_diff(flat)
+        op.backward(Held(op._saved), mean, var, diff, diff, gamma, dscale, dshift)
+        if scale.param_propagate_down[0]:
+            scale.blobs[0].dev_diff[...] += dscale.reshape(scale.blobs[0].shape)
+        b = scale.bias_index
+        if b is not None and scale.param_propagate_down[b]:
+            scale.blobs[b].dev_diff[...] += dshift.reshape(scale.blobs[b].shape)
+        return True
+
+    def unfuse(self):
+        """Leave in each layer what its own forward would have, so that a
+        backward over part of the chain runs layer by layer (numpy)."""
+        op, mean, var, gamma, flat, ncs = self.state
+        bn, scale = self.bn, self.scale
+        x = op.saved_input(flat).reshape(ncs)
+        std = np.sqrt(var + np.float32(bn.eps)).reshape(1, -1, 1)
+        y = (x - mean.reshape(1, -1, 1)) / std
+        bn._engine_op, bn._std = None, std
+        bn._y = None if bn.use_global else y
+        scale._x = y.reshape(net_shape(self.net, self.head)) if scale.need_backward else None
+        if self.relu is not None:
+            self.relu._engine_op = None
+        self.state = None
+
+
+def net_shape(net, index):
+    return net._bottom(index)[0].shape
+
+
+def plan(net, inference):
+    """{index of a chain's first layer: chain} for the net's fusable chains
+    (those without a backward of their own only for inference)."""
     chains = {}
     params = net._param.layer
     layers = net.layers
@@ -139,7 +237,7 @@ def plan(net):
         if any(layer.loss_weights):
             i += 1
             continue
-        if lp.type == "Convolution" and len(lp.bottom) == 1 and len(lp.top) == 1:
+        if inference and lp.type == "Convolution" and len(lp.bottom) == 1 and len(lp.top) == 1:
             blob = lp.top[0]
             members, seen = [], set()
             for j in range(i + 1, len(layers)):
@@ -160,7 +258,13 @@ def plan(net):
                 chains[i] = ConvChain(net, i, tuple(members))
                 i = members[-1] + 1
                 continue
-        if lp.type == "Eltwise" and lp.eltwise_param.operation == pb.EltwiseParameter.SUM and \
+        if lp.type == "BatchNorm":
+            chain = _norm_chain(net, i, consumers)
+            if chain is not None:
+                chains[i] = chain
+                i = chain.last + 1
+                continue
+        if inference and lp.type == "Eltwise" and lp.eltwise_param.operation == pb.EltwiseParameter.SUM and \
                 i + 1 < len(layers) and params[i + 1].type == "ReLU" and \
                 _in_place_on(params[i + 1], lp.top[0]) and not any(layers[i + 1].loss_weights) and \
                 consumers.get(lp.top[0], [None])[0] == i + 1:
@@ -171,6 +275,32 @@ def plan(net):
     return chains
 
 
+def _norm_chain(net, i, consumers):
+    params, layers = net._param.layer, net.layers
+    lp = params[i]
+    if len(lp.bottom) != 1 or len(lp.top) != 1 or lp.bottom[0] != lp.top[0] or any(layers[i].loss_weights):
+        return None
+    blob = lp.top[0]
+    members = []
+    for j, kind in ((i + 1, "Scale"), (i + 2, "ReLU")):
+        if j >= len(layers) or params[j].type != kind or not _in_place_on(params[j], blob) or \
+                any(layers[j].loss_weights):
+            break
+        if kind == "Scale" and not _per_channel_scale(layers[j], net, j):
+            break
+        if kind == "ReLU" and params[j].relu_param.negative_slope:
+            break
+        members.append(j)
+    readers = consumers.get(blob, [])
+    at = readers.index(i) + 1
+    if not members or readers[at:at + len(members)] != members:
+        return None
+    # Caffe writes the BatchNorm's bottom diff only where it propagates down
+    if net._layer_need_backward[i] and not net._bottom_need_backward[i][0]:
+        return None
+    return NormChain(net, i, tuple(members))
+
+
 def _per_channel_scale(layer, net, index):
     bottom = net._bottom(index)
     return (len(bottom) == 1 and bottom[0].num_axes >= 2 and layer.axis == 1
@@ -178,7 +308,11 @@ def _per_channel_scale(layer, net, index):
 
 
 def applies(net):
-    """Whether this net's forward may fuse now."""
-    return (net.phase == pb.TEST and not net._param.force_backward and backend.mode() == backend.CPU
-            and backend.cpu_engine() == "dnnl" and backend.float_type() is np.float32
-            and not net._callbacks["before_forward"] and not net._callbacks["after_forward"])
+    """Whether this net's forward may fuse now: 'inference' (every chain),
+    'training' (the chains with a backward of their own), or None."""
+    if not (backend.mode() == backend.CPU and backend.cpu_engine() == "dnnl" and
+            backend.float_type() is np.float32 and not net._callbacks["before_forward"] and
+            not net._callbacks["after_forward"]):
+        return None
+    return "inference" if net.phase == pb.TEST and not net._param.force_backward else "training"
+

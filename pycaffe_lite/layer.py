@@ -144,6 +144,9 @@ class Layer:
             self.engine = "numpy" if backend.mode() == backend.CPU else "gpu"
             return None
         ops = self.__dict__.setdefault("_dnnl_ops", {})
+        if self.__dict__.get("_dnnl_threads") != backend.threads_generation():
+            ops.clear()                # made for another thread count
+            self._dnnl_threads = backend.threads_generation()
         if key not in ops:
             if len(ops) >= 4:          # a net reshaped back and forth keeps a few
                 ops.clear()
@@ -156,13 +159,13 @@ class Layer:
         return op
 
     @staticmethod
-    def blocked_layout(blob):
-        """The channel-blocked layout a oneDNN layer left `blob` in (its
-        format tag), which the next oneDNN layer may take as it is; None when
-        the blob's values are in Caffe's plain layout."""
+    def blocked_layout(blob, diff=False):
+        """The blocked layout a oneDNN layer left `blob`'s data (or diff) in
+        (its format tag), which the next oneDNN layer may take as it is; None
+        when the values are in Caffe's plain layout."""
         if backend.mode() != backend.CPU:
             return None
-        view = blob.engine_data()
+        view = blob.engine_diff() if diff else blob.engine_data()
         desc = view.layout()
         if desc is None:
             return None

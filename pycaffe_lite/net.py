@@ -295,7 +295,7 @@ class Net:
             layer.need_backward = need
         self._output_index = sorted(available.values(), key=lambda b: self._blob_names[b])
         self._build_dicts()
-        self._chains, self._fused = None, None
+        self._chains, self._fused = None, []
 
     def _append_param(self, li, p, spec):
         layer = self.layers[li]
@@ -449,7 +449,7 @@ class Net:
         loss = 0.0
         before, after = self._callbacks["before_forward"], self._callbacks["after_forward"]
         chains = self._fusion_chains()
-        self._fused = None
+        self._fused, self._forward_end = [], end
         li = start
         while li <= end:
             chain = chains.get(li)
@@ -459,7 +459,7 @@ class Net:
                 except CaffeError as e:
                     raise self._named(self.layers[li], e) from None
                 if fused:
-                    self._fused = (self._fused or (li, end))[0], end
+                    self._fused.append(chain)
                     li = chain.last + 1
                     continue
             layer = self.layers[li]
@@ -477,27 +477,59 @@ class Net:
     def _fusion_chains(self):
         """The chains the oneDNN engine may run fused in this forward (see
         fusion.py); {} when it may not."""
-        if not fusion.applies(self):
+        kind = fusion.applies(self)
+        if kind is None:
             return {}
         if self._chains is None:
-            self._chains = fusion.plan(self)
-        return self._chains
+            self._chains = {}
+        if kind not in self._chains:
+            self._chains[kind] = fusion.plan(self, kind == "inference")
+        return self._chains[kind]
 
-    def _unfuse(self):
-        """Before a backward: the layers of the last fused forward run again
-        one by one, so that each backward finds what its own forward left."""
-        if self._fused is not None:
-            start, end = self._fused
-            chains, self._chains = self._chains, {}
+    def _unfuse(self, start, end):
+        """Before a backward over [end, start]: the chains of the last forward
+        whose backward cannot run fused here leave what their layers' own
+        forwards would have: inference chains by running those layers again
+        one by one, training chains cut by the range from what they kept.
+        Returns {index of a chain's last layer: chain} for those that run
+        their backward fused."""
+        inference = [c for c in self._fused if not isinstance(c, fusion.NormChain)]
+        norms = [c for c in self._fused if isinstance(c, fusion.NormChain) and c.state is not None]
+        whole = {}
+        for chain in norms:
+            if inference or not (end <= chain.head and chain.last <= start):
+                chain.unfuse()
+            else:
+                whole[chain.last] = chain
+        if inference:
+            saved, self._chains = self._chains, {"inference": {}, "training": {}}
             try:
-                self.forward_from_to(start, end)
+                self.forward_from_to(min(c.head for c in inference), self._forward_end)
             finally:
-                self._chains = chains
+                self._chains = saved
+        return whole
 
     def backward_from_to(self, start, end):
-        self._unfuse()
+        fused = self._unfuse(start, end) if self._fused else {}
         before, after = self._callbacks["before_backward"], self._callbacks["after_backward"]
-        for li in range(start, end - 1, -1):
+        li = start
+        while li >= end:
+            chain = fused.get(li)
+            if chain is not None:
+                indices = range(chain.last, chain.head - 1, -1)
+                for i in indices:
+                    for fn in before:
+                        fn(i)
+                try:
+                    done = chain.backward()
+                except CaffeError as e:
+                    raise self._named(self.layers[li], e) from None
+                if done:
+                    for i in indices:
+                        for fn in after:
+                            fn(i)
+                    li = chain.head - 1
+                    continue
             for fn in before:
                 fn(li)
             if self._layer_need_backward[li]:
@@ -508,6 +540,7 @@ class Net:
                     raise self._named(layer, e) from None
             for fn in after:
                 fn(li)
+            li -= 1
 
     # pycaffe's index-based entry points and callbacks (python/train.py times
     # layers with them; data-parallel training reduces gradients in them).

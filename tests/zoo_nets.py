@@ -1,5 +1,6 @@
 """Deploy nets with the architectures of widely used model-zoo models
-(GoogLeNet, ResNet-50, SqueezeNet 1.1, MobileNet v1, an FCN head, NIN),
+(GoogLeNet, ResNet-50, SqueezeNet 1.1, MobileNet v1 layer for layer; an FCN
+head, NIN, an Inception-v3 block),
 built with NetSpec: the layer mix and the shapes are theirs, the text and the
 weights are ours."""
 import pycaffe_lite as caffe
@@ -51,11 +52,13 @@ def googlenet(size=224):
     x = b.pool("pool2", x, MAX, kernel_size=3, stride=2)
     inception = [("3a", 64, 96, 128, 16, 32, 32), ("3b", 128, 128, 192, 32, 96, 64), None,
                  ("4a", 192, 96, 208, 16, 48, 64), ("4b", 160, 112, 224, 24, 64, 64),
+                 ("4c", 128, 128, 256, 24, 64, 64), ("4d", 112, 144, 288, 32, 64, 64),
                  ("4e", 256, 160, 320, 32, 128, 128), None,
                  ("5a", 256, 160, 320, 32, 128, 128), ("5b", 384, 192, 384, 48, 128, 128)]
-    for k, cfg in enumerate(inception):
+    pools = iter(("pool3", "pool4"))
+    for cfg in inception:
         if cfg is None:
-            x = b.pool("pool%d" % (k + 3), x, MAX, kernel_size=3, stride=2)
+            x = b.pool(next(pools), x, MAX, kernel_size=3, stride=2)
             continue
         name, c1, r3, c3, r5, c5, proj = cfg
         one = b.conv(name + "_1x1", x, c1, 1)
@@ -114,8 +117,8 @@ def mobilenet(size=224):
         return b.bn_scale(name, b.conv(name, bottom, nout, ks, stride, ks // 2, group, bias=False, relu=False))
     x = unit("conv1", b.n.data, 32, 3, 2, 1)
     channels = 32
-    for i, (nout, stride) in enumerate([(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1),
-                                        (1024, 2), (1024, 1)]):
+    for i, (nout, stride) in enumerate([(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)] +
+                                       [(512, 1)] * 5 + [(1024, 2), (1024, 1)]):
         x = unit("conv%d_dw" % (i + 2), x, channels, 3, stride, channels)     # depthwise
         x = unit("conv%d_sep" % (i + 2), x, nout, 1, 1, 1)
         channels = nout

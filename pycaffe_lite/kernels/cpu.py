@@ -23,6 +23,19 @@ _pool = ThreadPoolExecutor(_WORKERS) if _WORKERS > 1 else None
 _MIN_PARALLEL = 1 << 18   # elements; below this, threads cost more than they save
 
 
+def set_workers(n):
+    """Split element-wise work over n threads from now on (caffe.set_num_threads)."""
+    global _WORKERS, _pool
+    old, _WORKERS = _pool, max(1, int(n))
+    _pool = ThreadPoolExecutor(_WORKERS) if _WORKERS > 1 else None
+    if old is not None:
+        old.shutdown(wait=True)
+
+
+def workers():
+    return _WORKERS
+
+
 def _run_split(fn, n, work):
     """fn(start, stop) over [0, n) in up to _WORKERS disjoint ranges."""
     parts = min(_WORKERS, n) if _pool is not None and work >= _MIN_PARALLEL else 1

@@ -31,7 +31,7 @@ POOLING_MAX, POOLING_AVG_INCLUDE, POOLING_AVG_EXCLUDE = 511, 767, 1023
 LRN_ACROSS, LRN_WITHIN = 2815, 3071
 BINARY_ADD, BINARY_MUL = 131056, 131057
 SOFTMAX_ACCURATE = 196608
-BN_GLOBAL_STATS, BN_SCALE, BN_SHIFT = 1, 2, 4
+BN_GLOBAL_STATS, BN_SCALE, BN_SHIFT, BN_FUSE_RELU = 1, 2, 4, 8
 Q_SRC, Q_DIFF_SRC, Q_WEIGHTS, Q_DIFF_WEIGHTS, Q_DST, Q_DIFF_DST, Q_WORKSPACE, Q_SCRATCHPAD = range(129, 137)
 Q_EXEC_ARG = 255
 Q_NDIMS, Q_DIMS = 256, 257
@@ -428,6 +428,32 @@ def _shared_buffer(key, nbytes):
     return buf
 
 
+class Reordered:
+    """Reordered copies of inputs that rarely change (a layer's weights: from
+    one solver update to the next, or for good in inference), kept while the
+    source's token says its values are the same; Steps of one layer share it,
+    so a backward reuses the forward's copy."""
+
+    def __init__(self):
+        self.copies = []            # [desc, token, buffer]
+
+    def get(self, desc, view, move):
+        token = view.token()
+        for entry in self.copies:
+            if entry[0] == desc:
+                break
+        else:
+            entry = [desc, None, None]
+            self.copies.append(entry)
+        if token is not None and entry[1] == token:
+            return entry[2]
+        if entry[2] is None:
+            entry[2] = aligned(desc.nbytes)
+        move(src=view.read(), dst=entry[2])
+        entry[1] = token
+        return entry[2]
+
+
 class Step:
     """A primitive whose caller speaks in plain (Caffe) layouts. Each argument
     is a numpy array in the layout `plain` gives, or a blob's EngineView.
@@ -436,10 +462,9 @@ class Step:
     blob already holds the chosen layout is used as it is, and an output view
     keeps the chosen layout for the next oneDNN layer when its blob allows.
     `kept` arguments (workspaces a backward reuses) live in buffers of this
-    step's own; inputs named in `cache` (an inference layer's weights) keep
-    their reordered copy while the blob's values cannot have changed."""
+    step's own; the weights go through `reordered` (a Reordered) if given."""
 
-    def __init__(self, prim, plain, kept=(), cache=()):
+    def __init__(self, prim, plain, kept=(), reordered=None):
         self.prim = prim
         self.plain = plain
         self.moves = {}
@@ -448,7 +473,7 @@ class Step:
             if chosen != desc:
                 self.moves[arg] = (reorder(desc, chosen) if arg in _INPUTS else reorder(chosen, desc))
         self.kept = {arg: aligned(prim.md(arg).nbytes) for arg in kept}
-        self.cache = {_ARG_NAMES[n]: [None, None] for n in cache if _ARG_NAMES[n] in self.moves}
+        self.reordered = reordered
         self._acc = {}
 
     def __call__(self, accumulate=(), **arrays):
@@ -466,20 +491,10 @@ class Step:
                     if held is not None:
                         run[name] = held
                         continue
-                    cached = self.cache.get(arg)
-                    if cached is not None:
-                        token = a.token()
-                        if token is not None and cached[0] == token:
-                            run[name] = cached[1]
-                            continue
-                    a = a.read()
-                    if cached is not None and token is not None:
-                        if cached[1] is None:
-                            cached[1] = aligned(chosen.nbytes)
-                        move(src=a, dst=cached[1])
-                        cached[0] = token
-                        run[name] = cached[1]
+                    if move is not None and arg == ARG_WEIGHTS and self.reordered is not None:
+                        run[name] = self.reordered.get(chosen, a, move)
                         continue
+                    a = a.read()
                 if move is None:
                     run[name] = a
                 else:
@@ -574,14 +589,15 @@ class Convolution:
         plain = {ARG_SRC: x_plain, ARG_WEIGHTS: self.w_plain, ARG_DST: y_plain}
         if bias:
             plain[ARG_BIAS] = b_plain
-        self.fwd = Step(fwd, plain, cache=() if training else ("weights",))
+        self.weights = Reordered()
+        self.fwd = Step(fwd, plain, reordered=self.weights)
         self.bias = bias
         self.bwd_data = self.bwd_weights = None
         if training:
             self.bwd_data = Step(Primitive(
                 lambda pd, a: bwd_d_create(pd, eng, alg, xa.handle, wa.handle, ya.handle, *geometry, fwd.pd, a),
                 (ARG_DIFF_SRC, ARG_WEIGHTS, ARG_DIFF_DST), "convolution backward data"),
-                {ARG_DIFF_SRC: x_plain, ARG_WEIGHTS: self.w_plain, ARG_DIFF_DST: y_plain})
+                {ARG_DIFF_SRC: x_plain, ARG_WEIGHTS: self.w_plain, ARG_DIFF_DST: y_plain}, reordered=self.weights)
             wplain = {ARG_SRC: x_plain, ARG_DIFF_WEIGHTS: self.w_plain, ARG_DIFF_DST: y_plain}
             if bias:
                 wplain[ARG_DIFF_BIAS] = b_plain
@@ -828,31 +844,87 @@ class Eltwise:
 # -- batch normalization -----------------------------------------------------
 class BatchNorm:
     """(x - mean) / sqrt(var + eps) per channel of (N, C, S): with given
-    statistics, or the batch's (returned, the variance biased, as Caffe's)."""
+    statistics, or the batch's (returned, the variance biased, as Caffe's).
+    With `affine`, a per-channel scale and shift follow (Caffe's Scale layer
+    after it), and with `relu` a ReLU; backward then also gives the scale's
+    and the shift's gradients. The forward's input is kept (in the layout the
+    primitive runs on) for the backward when the layer runs in place."""
 
-    def __init__(self, shape, eps, global_stats, training, layout=None):
+    def __init__(self, shape, eps, global_stats, training, layout=None, affine=False, relu=False):
         lib, eng = library(), _state["engine"]
         x, xi = _plain(shape), _inner(shape, layout)
-        self.global_stats = global_stats
-        flags = BN_GLOBAL_STATS if global_stats else 0
+        self.global_stats, self.affine = global_stats, affine
+        flags = (BN_GLOBAL_STATS if global_stats else 0) | (BN_SCALE | BN_SHIFT if affine else 0) | \
+            (BN_FUSE_RELU if relu else 0)
         prop = FORWARD_TRAINING if training or not global_stats else FORWARD_INFERENCE
-        args = (ARG_SRC, ARG_DST, ARG_MEAN, ARG_VARIANCE)
+        extra = (ARG_SCALE, ARG_SHIFT) if affine else ()
+        kept = (ARG_WORKSPACE,) if relu and prop == FORWARD_TRAINING else ()
         fwd = Primitive(lambda pd, a: lib.dnnl_batch_normalization_forward_primitive_desc_create(
-            pd, eng, prop, xi.handle, xi.handle, eps, flags, a), args, "batch normalization")
-        self.fwd = Step(fwd, {ARG_SRC: x, ARG_DST: x})
+            pd, eng, prop, xi.handle, xi.handle, eps, flags, a),
+            (ARG_SRC, ARG_DST, ARG_MEAN, ARG_VARIANCE) + extra + kept, "batch normalization")
+        self.fwd = Step(fwd, {ARG_SRC: x, ARG_DST: x}, kept)
         self.bwd = None
         if training:
+            grads = (ARG_SCALE, ARG_DIFF_SCALE, ARG_DIFF_SHIFT) if affine else ()
             self.bwd = Step(Primitive(lambda pd, a: lib.dnnl_batch_normalization_backward_primitive_desc_create(
-                pd, eng, BACKWARD_DATA, xi.handle, xi.handle, xi.handle, eps, flags, fwd.pd, a),
-                (ARG_SRC, ARG_MEAN, ARG_VARIANCE, ARG_DIFF_DST, ARG_DIFF_SRC), "batch normalization backward"),
-                {ARG_SRC: x, ARG_DIFF_DST: x, ARG_DIFF_SRC: x})
+                pd, eng, BACKWARD if affine else BACKWARD_DATA, xi.handle, xi.handle, xi.handle, eps, flags,
+                fwd.pd, a), (ARG_SRC, ARG_MEAN, ARG_VARIANCE, ARG_DIFF_DST, ARG_DIFF_SRC) + grads + kept,
+                "batch normalization backward"), {ARG_SRC: x, ARG_DIFF_DST: x, ARG_DIFF_SRC: x})
+            self.bwd.kept = self.fwd.kept          # the ReLU's mask
+        self._saved = None
 
-    def forward(self, x, y, mean, var):
+    def save_input(self, x):
+        """Copy x (an EngineView or array) aside, in the primitive's layout,
+        for the backward; returns what to run the forward on."""
+        md = self.fwd.prim.md(ARG_SRC)
+        if self._saved is None:
+            self._saved = aligned(md.nbytes)
+        held = x.blocked(md) if not isinstance(x, np.ndarray) else None
+        if held is not None:
+            np.copyto(self._saved, held[:self._saved.size])
+        else:
+            plain = x if isinstance(x, np.ndarray) else x.read()
+            move = self.fwd.moves.get(ARG_SRC)
+            if move is None:
+                np.copyto(self._saved, plain.reshape(-1)[:self._saved.size])
+            else:
+                move(src=plain, dst=self._saved)
+        return Held(self._saved)
+
+    def saved_input(self, shape):
+        """The input save_input kept, back in Caffe's plain layout."""
+        out = np.empty(shape, np.float32)
+        md = self.fwd.prim.md(ARG_SRC)
+        if ARG_SRC in self.fwd.moves:
+            unblocker(md)(src=self._saved, dst=out)
+        else:
+            out.reshape(-1)[...] = self._saved[:out.size]
+        return out
+
+    def forward(self, x, y, mean, var, scale=None, shift=None):
         """With global statistics, mean and var are read; else written."""
-        self.fwd(src=x, dst=y, mean=mean, variance=var)
+        if self.affine:
+            self.fwd(src=x, dst=y, mean=mean, variance=var, scale=scale, shift=shift)
+        else:
+            self.fwd(src=x, dst=y, mean=mean, variance=var)
 
-    def backward(self, x, mean, var, dy, dx):
-        self.bwd(src=x, mean=mean, variance=var, diff_dst=dy, diff_src=dx)
+    def backward(self, x, mean, var, dy, dx, scale=None, dscale=None, dshift=None):
+        if self.affine:
+            self.bwd(src=x, mean=mean, variance=var, diff_dst=dy, diff_src=dx, scale=scale, diff_scale=dscale,
+                     diff_shift=dshift)
+        else:
+            self.bwd(src=x, mean=mean, variance=var, diff_dst=dy, diff_src=dx)
+
+
+class Held:
+    """A buffer already in the layout a primitive wants (BatchNorm.save_input)."""
+    __slots__ = ("buffer",)
+
+    def __init__(self, buffer):
+        self.buffer = buffer
+
+    def blocked(self, desc):
+        return self.buffer
 
 
 # -- Eltwise SUM and PROD ----------------------------------------------------

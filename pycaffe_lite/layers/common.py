@@ -82,11 +82,22 @@ class SplitLayer(Layer):
         pass  # the tops share the bottom's data
 
     def backward(self, top, propagate_down, bottom):
-        if propagate_down[0]:
-            d = bottom[0].dev_diff
-            d[...] = top[0].dev_diff
-            for blob in top[1:]:
-                d += blob.dev_diff
+        if not propagate_down[0]:
+            return
+        if len(top) > 1:
+            # the sum on oneDNN, in the layout the top diffs hold
+            layouts = {self.blocked_layout(t, diff=True) for t in top} - {None}
+            layout = layouts.pop() if len(layouts) == 1 else None
+            shape = bottom[0].shape
+            op = self.dnnl_op((shape, len(top), layout), lambda dnnl: dnnl.Eltwise2(
+                shape, len(top), False, [1.0] * len(top), layout))
+            if op is not None:
+                op.forward([t.engine_diff() for t in top], bottom[0].engine_diff())
+                return
+        d = bottom[0].dev_diff
+        d[...] = top[0].dev_diff
+        for blob in top[1:]:
+            d += blob.dev_diff
 
 
 @register("Silence")
@@ -385,10 +396,26 @@ class EltwiseLayer(Layer):
                 idx[better] = i
             self._argmax = idx
 
+    def _dnnl_backward(self, top, propagate_down, bottom):
+        """SUM's bottom diffs, coeff * top diff, on oneDNN."""
+        layout = self.blocked_layout(top[0], diff=True)
+        shape = top[0].shape
+        for blob, down, coeff in zip(bottom, propagate_down, self._coeff):
+            if not down:
+                continue
+            op = self.dnnl_op(("backward", shape, layout, coeff), lambda dnnl: dnnl.Eltwise(
+                shape, "linear", coeff, 0.0, training=False, layout=layout))
+            if op is None:
+                return False
+            op.forward(top[0].engine_diff(), blob.engine_diff())
+        return True
+
     def backward(self, top, propagate_down, bottom):
+        if self._op == self.SUM and self._dnnl_backward(top, propagate_down, bottom):
+            return
         xp = self.xp
         dy = top[0].dev_diff
-        xs = [b.dev_data for b in bottom]
+        xs = [b.dev_data for b in bottom] if self._op == self.PROD else None
         for i, (blob, down) in enumerate(zip(bottom, propagate_down)):
             if not down:
                 continue

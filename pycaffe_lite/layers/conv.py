@@ -2,6 +2,8 @@
 col2im) plus one GEMM per group; the 2-D case has tuned kernels of its own."""
 import math
 
+import numpy as np
+
 from .. import backend
 from ..blob import Blob
 from ..errors import ShapeError
@@ -191,21 +193,22 @@ class _BaseConv(_Geometry, Layer):
             return False
         want_w = self.param_propagate_down[0]
         want_b = self.bias_term and self.param_propagate_down[1]
+        x_shape, y_shape = self.engine_shapes(bottom[0])
         for i, (b, t) in enumerate(zip(bottom, top)):
-            dy = self._as_nchw(t.dev_diff)
+            dy = t.engine_diff(y_shape)
             if want_w:
                 dw, fresh_w = self.blobs[0].host_diff_to_fill()
                 db, fresh_b = None, True
                 if want_b:
                     db, fresh_b = self.blobs[1].host_diff_to_fill()
                 elif self.bias_term:      # computed alongside, not wanted
-                    db = backend.scratch("conv_db", self.num_output, dy.dtype)
-                x_shape = (b.count_range(0, self.axis),) + b.shape[self.axis:]
+                    db = backend.scratch("conv_db", self.num_output, np.float32)
                 op.backward_weights(b.engine_data(x_shape), dy, dw, db, not fresh_w, not fresh_b)
             elif want_b:
-                self.blobs[1].dev_diff[...] += dy.sum(axis=(0,) + tuple(range(2, dy.ndim)))
+                d = dy.read()
+                self.blobs[1].dev_diff[...] += d.sum(axis=(0,) + tuple(range(2, d.ndim)))
             if propagate_down[i]:
-                op.backward_data(dy, self.blobs[0].engine_data(), self._as_nchw(b.dev_diff))
+                op.backward_data(dy, self.blobs[0].engine_data(), b.engine_diff(x_shape))
         return True
 
 

@@ -76,7 +76,7 @@ class LRNLayer(Layer):
         if op is not None and op.bwd is not None:
             self.engine = "dnnl"
             x = self._x if self._x is not None else bottom[0].engine_data()
-            op.backward(x, top[0].dev_diff, bottom[0].dev_diff)
+            op.backward(x, top[0].engine_diff(), bottom[0].engine_diff())
             return
         dy, y = top[0].dev_diff, top[0].dev_data
         x = self._x if self._x is not None else bottom[0].dev_data

@@ -43,7 +43,7 @@ class NeuronLayer(Layer):
         self.engine = "dnnl"
         if propagate_down[0]:
             data = top[0].engine_data() if op.use_dst else bottom[0].engine_data()
-            op.backward(data, top[0].dev_diff, bottom[0].dev_diff)
+            op.backward(data, top[0].engine_diff(), bottom[0].engine_diff())
         return True
 
     def backward(self, top, propagate_down, bottom):

@@ -41,24 +41,33 @@ class BatchNormLayer(Layer):
             return False
         c = ncs[1]
         if self.use_global:
-            f = float(self.blobs[2].dev_data[0])
-            f = np.float32(0.0 if f == 0 else 1.0 / f)
-            mean, var = self.blobs[0].dev_data * f, self.blobs[1].dev_data * f
+            mean, var = self.statistics()
             op.forward(bottom[0].engine_data(flat), top[0].engine_data(flat), mean, var)
         else:
             mean, var = np.empty(c, np.float32), np.empty(c, np.float32)
             op.forward(bottom[0].engine_data(flat), top[0].engine_data(flat), mean, var)
-            m = ncs[0] * ncs[2]
-            maf = np.float32(self.maf)
-            self.blobs[2].dev_data[...] = self.blobs[2].dev_data * maf + 1
-            self.blobs[0].dev_data[...] = self.blobs[0].dev_data * maf + mean
-            self.blobs[1].dev_data[...] = self.blobs[1].dev_data * maf + np.float32(m / (m - 1.0) if m > 1 else 1.0) * var
+            self.update_statistics(mean, var, ncs[0] * ncs[2])
         self._std = np.sqrt(var + np.float32(self.eps)).reshape(1, c, 1)
         self._y = None
         if not self.use_global and self.need_backward:
             self._y = self._kept("normalized", top[0].count, np.float32).reshape(ncs)
             self._y[...] = top[0].dev_data.reshape(ncs)
         return True
+
+    def statistics(self):
+        """The mean and variance global statistics stand for (the blobs over
+        their scale factor, Caffe's)."""
+        f = float(self.blobs[2].engine_data().read()[0])
+        f = np.float32(0.0 if f == 0 else 1.0 / f)
+        return self.blobs[0].engine_data().read() * f, self.blobs[1].engine_data().read() * f
+
+    def update_statistics(self, mean, var, m):
+        """Caffe's moving averages, from a batch's mean and (biased) variance
+        over m values per channel."""
+        maf = np.float32(self.maf)
+        self.blobs[2].dev_data[...] = self.blobs[2].dev_data * maf + 1
+        self.blobs[0].dev_data[...] = self.blobs[0].dev_data * maf + mean
+        self.blobs[1].dev_data[...] = self.blobs[1].dev_data * maf + np.float32(m / (m - 1.0) if m > 1 else 1.0) * var
 
     def forward(self, bottom, top):
         xp = self.xp

@@ -99,7 +99,7 @@ class PoolingLayer(Layer):
         if op is not None and op.bwd is not None:
             self.engine = "dnnl"
             if propagate_down[0]:
-                op.backward(top[0].dev_diff, bottom[0].dev_diff)
+                op.backward(top[0].engine_diff(), bottom[0].engine_diff())
             return
         if propagate_down[0]:
             pool_backward(self.ops, self.method, top[0].dev_diff, bottom[0].dev_data, top[0].dev_data,
