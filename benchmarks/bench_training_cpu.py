@@ -1,77 +1,124 @@
-"""CaffeNet training speed and memory on the CPU, next to PyTorch:
+"""CaffeNet on the CPU next to PyTorch (forward and forward+backward) and
+OpenCV's dnn module (forward, fusion on as by default):
 
-    python benchmarks/bench_training_cpu.py [--batches 1,16,64] [--iters 3]
+    python benchmarks/bench_training_cpu.py [--batches 1,16,64] [--iters 5] [--per-layer]
 
-For each batch size: forward (deploy) and forward+backward (train_val's layers)
-ms/image and the ratio pycaffe_lite / PyTorch, each measured in a process of
-its own so that its peak memory (RSS) is its own; then, at batch 16, the
-backward time of every layer next to PyTorch's (backward hooks on its
-modules). Needs the bench extra (torch)."""
+Each measurement runs in a process of its own that imports numpy first, as
+most scripts do, so that its peak memory (VmHWM) is its own. The forward is
+the deploy net in TEST phase, the same weights for all three (checked to give
+the same probabilities); forward+backward is train_val's layers (its Data
+layers replaced by an Input of the same shape) against PyTorch's training
+step. Prints ms per batch (best and median) with peak memory, and the ratios
+ours / theirs. --per-layer adds the backward time of every layer at batch 16
+next to PyTorch's. Needs the bench extra (torch)."""
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
 
 
-def one(impl, mode, batch, iters):
-    """Run one measurement here; print JSON {ms_per_image, rss_mb}."""
-    if impl == "ours":
-        import pycaffe_lite  # noqa: F401  (first, as the command-line tools load it)
-    import numpy as np
+def _rss_mb():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def _timed(fn, iters):
+    fn()
+    fn()
+    times = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    times.sort()
+    return 1e3 * times[0], 1e3 * times[len(times) // 2]
+
+
+def one(impl, mode, batch, iters, work):
+    """One measurement in this process; prints JSON {best, median, rss}."""
+    import numpy as np                      # first, as most scripts do
+    sys.path.insert(0, HERE)
     import bench_caffenet_cpu as b
     rng = np.random.RandomState(0)
+    weights = os.path.join(work, "caffenet.caffemodel")
+    x = (rng.randn(batch, 3, 227, 227) * 50).astype(np.float32)
+    labels = rng.randint(0, 1000, size=batch)
+    out = None
     if impl == "ours":
         import pycaffe_lite as caffe
-        caffe.set_random_seed(0)
+        caffe.init_log(2)
         if mode == "forward":
-            net = caffe.Net(b.DEPLOY, caffe.TEST)
+            net = caffe.Net(b.DEPLOY, caffe.TEST, weights=weights)
             net.blobs["data"].reshape(batch, 3, 227, 227)
             net.reshape()
-            net.blobs["data"].data[...] = rng.randn(batch, 3, 227, 227) * 50
-            fn = net.forward
-        else:
-            net = caffe.Net(b.train_net_param(batch), caffe.TRAIN)
-            net.blobs["data"].data[...] = rng.randn(batch, 3, 227, 227) * 50
-            net.blobs["label"].data[...] = rng.randint(0, 1000, size=batch)
 
             def fn():
-                net._mark_param_diffs_clear()
+                return net.forward(data=x)["prob"]
+            out = fn().copy()
+        else:
+            net = caffe.Net(b.train_net_param(batch), caffe.TRAIN, weights=weights)
+            net.blobs["data"].data[...] = x
+            net.blobs["label"].data[...] = labels
+
+            def fn():
+                net._mark_param_diffs_clear()        # what the solver does before each iteration
                 net.forward_backward()
+    elif impl == "opencv":
+        import cv2
+        cv_net = cv2.dnn.readNetFromCaffe(b.DEPLOY, weights)
+
+        def fn():
+            cv_net.setInput(x)
+            return cv_net.forward()
+        out = fn().copy()
     else:
         import torch
         model = b.torch_caffenet(torch)
-        x = torch.from_numpy(rng.randn(batch, 3, 227, 227).astype(np.float32) * 50)
+        source = np.load(os.path.join(work, "caffenet.npz"))        # the same weights, without our loader
+        layers = [m for m in model if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+        with torch.no_grad():
+            for m, name in zip(layers, ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]):
+                m.weight.copy_(torch.from_numpy(source[name + "/0"]))
+                m.bias.copy_(torch.from_numpy(source[name + "/1"]))
+        del source
+        xt = torch.from_numpy(x)
         if mode == "forward":
             model.eval()
 
             def fn():
                 with torch.no_grad():
-                    model(x)
+                    return torch.softmax(model(xt), 1).numpy()
+            out = fn().copy()
         else:
             model.train()
-            labels = torch.from_numpy(rng.randint(0, 1000, size=batch))
+            yt = torch.from_numpy(labels)
             loss_fn = torch.nn.CrossEntropyLoss()
 
             def fn():
                 model.zero_grad(set_to_none=False)
-                loss_fn(model(x), labels).backward()
-    best, _ = b.best_of(fn, iters)
-    print(json.dumps({"ms_per_image": 1e3 * best / batch,
-                      "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}))
+                loss_fn(model(xt), yt).backward()
+    if out is not None:
+        np.save(os.path.join(work, "%s_%d_out.npy" % (impl, batch)), out.reshape(batch, -1))
+    best, median = _timed(fn, iters)
+    print(json.dumps({"best": best, "median": median, "rss": _rss_mb()}))
 
 
 def per_layer(batch, iters):
     """Backward ms of each layer, ours and PyTorch's, at one batch size."""
-    import pycaffe_lite as caffe  # first, before numpy: it sets OpenBLAS's thread timeout
     import numpy as np
     import torch
+    import pycaffe_lite as caffe
+    sys.path.insert(0, HERE)
     import bench_caffenet_cpu as b
+    caffe.init_log(2)
     rng = np.random.RandomState(0)
     net = caffe.Net(b.train_net_param(batch), caffe.TRAIN)
     net.blobs["data"].data[...] = rng.randn(batch, 3, 227, 227) * 50
@@ -113,29 +160,54 @@ def per_layer(batch, iters):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--batches", default="1,16,64")
-    ap.add_argument("--iters", type=int, default=3)
-    ap.add_argument("--one", nargs=3, metavar=("IMPL", "MODE", "BATCH"), help=argparse.SUPPRESS)
+    ap.add_argument("--iters", type=int, default=5)
+    ap.add_argument("--per-layer", action="store_true")
+    ap.add_argument("--one", nargs=4, metavar=("IMPL", "MODE", "BATCH", "WORK"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
-        return one(args.one[0], args.one[1], int(args.one[2]), args.iters)
-    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
-    print("CaffeNet, best of %d, ms/image [peak RSS MB]:" % args.iters)
-    print("  %5s %-18s %16s %16s %7s" % ("batch", "", "pycaffe_lite", "PyTorch", "ratio"))
-    for batch in [int(b) for b in args.batches.split(",")]:
+        return one(args.one[0], args.one[1], int(args.one[2]), args.iters, args.one[3])
+    import numpy as np
+    import pycaffe_lite as caffe
+    sys.path.insert(0, HERE)
+    import bench_caffenet_cpu as b
+    caffe.init_log(2)
+    work = tempfile.mkdtemp()
+    caffe.set_random_seed(0)
+    net = caffe.Net(b.DEPLOY, caffe.TEST)
+    net.save(os.path.join(work, "caffenet.caffemodel"))
+    np.savez(os.path.join(work, "caffenet.npz"), **{"%s/%d" % (k, i): p.data for k, v in net.params.items()
+                                                    for i, p in enumerate(v)})
+    del net
+    print("CaffeNet, ms per batch, best / median of %d [peak RSS MB]; ratio = ours / theirs (best)" % args.iters)
+    print("  %5s %-17s %24s %24s %24s   %s" % ("batch", "", "ours", "PyTorch", "OpenCV", "ratios"))
+    for batch in [int(v) for v in args.batches.split(",")]:
         for mode in ("forward", "forward+backward"):
             r = {}
-            for impl in ("ours", "torch"):
+            for impl in ("ours", "torch", "opencv"):
+                if impl == "opencv" and mode != "forward":
+                    continue
                 out = subprocess.run([sys.executable, __file__, "--iters", str(args.iters), "--one", impl, mode,
-                                      str(batch)], capture_output=True, text=True, env=env)
+                                      str(batch), work], capture_output=True, text=True)
                 lines = [l for l in out.stdout.splitlines() if l.startswith("{")]
                 r[impl] = json.loads(lines[-1]) if lines else None
-            if r["ours"] and r["torch"]:
-                print("  %5d %-18s %8.2f [%5.0f] %8.2f [%5.0f] %6.2fx"
-                      % (batch, mode, r["ours"]["ms_per_image"], r["ours"]["rss_mb"], r["torch"]["ms_per_image"],
-                         r["torch"]["rss_mb"], r["ours"]["ms_per_image"] / r["torch"]["ms_per_image"]))
-    for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
-        os.environ.pop(k, None)
-    per_layer(16, args.iters)
+                if not lines:
+                    sys.stderr.write(out.stderr[-1500:])
+            if mode == "forward":
+                ours = np.load(os.path.join(work, "ours_%d_out.npy" % batch))
+                for impl in ("torch", "opencv"):
+                    path = os.path.join(work, "%s_%d_out.npy" % (impl, batch))
+                    if r.get(impl) and os.path.exists(path):
+                        np.testing.assert_allclose(np.load(path), ours, atol=1e-4,
+                                                   err_msg="%s's probabilities differ from ours" % impl)
+
+            def cell(v):
+                return "%8.1f / %6.1f [%5.0f]" % (v["best"], v["median"], v["rss"]) if v else "%24s" % "-"
+            ratios = ", ".join("%.2fx %s" % (r["ours"]["best"] / r[i]["best"], i) for i in ("torch", "opencv")
+                               if r.get(i) and r.get("ours"))
+            print("  %5d %-17s %s %s %s   %s" % (batch, mode, cell(r.get("ours")), cell(r.get("torch")),
+                                                cell(r.get("opencv")), ratios))
+    if args.per_layer:
+        per_layer(16, args.iters)
 
 
 if __name__ == "__main__":

@@ -636,48 +636,57 @@ def _row_strides(dims):
 class InnerProduct:
     """y = x W^T + b over (M, K) rows; W is Caffe's (N, K), or (K, N) with
     transpose. The weights stay in Caffe's layout (a blocked copy of fc6,
-    151 MB, per pass would cost more than it saves). Matmul primitives, with a
-    sum post-op where Caffe's weight diff accumulates; a single row goes
-    through oneDNN's sgemm, which streams the weights faster."""
+    151 MB, per pass would cost more than it saves). Each pass takes what
+    measured fastest on these shapes: the forward a matmul primitive (oneDNN's
+    sgemm for one or two rows), the data gradient sgemm, the weight gradient
+    sgemm for small batches and a matmul (its sum post-op accumulating, as
+    Caffe's weight diff does) for large ones."""
+
+    SGEMM_FORWARD_ROWS, SGEMM_WEIGHT_ROWS = 2, 32
 
     def __init__(self, m, k, n, transpose, bias, training):
         self.m, self.k, self.n, self.transpose, self.bias = m, k, n, transpose, bias
-        self.gemv = m == 1
         wt = _strided((k, n), (n, 1)) if transpose else _strided((k, n), (1, k))    # W^T as (K, N)
-        self.fwd = None if self.gemv else _matmul(_plain((m, k)), wt, _plain((m, n)))
+        self.fwd = None if m <= self.SGEMM_FORWARD_ROWS else _matmul(_plain((m, k)), wt, _plain((m, n)))
         self.bwd_data = self.bwd_weights = None
         if training:
-            w = _strided((n, k), (1, n)) if transpose else _plain((n, k))             # W as (N, K)
-            self.bwd_data = True if self.gemv else _matmul(_plain((m, n)), w, _plain((m, k)))
-            # dW = dY^T X, or for the transposed layout dW^T = X^T dY
-            if transpose:
-                a, b, c = _strided((k, m), (1, k)), _plain((m, n)), _plain((k, n))
+            self.bwd_data = True
+            if m > self.SGEMM_WEIGHT_ROWS:
+                # dW = dY^T X, or for the transposed layout dW^T = X^T dY
+                if transpose:
+                    a, b, c = _strided((k, m), (1, k)), _plain((m, n)), _plain((k, n))
+                else:
+                    a, b, c = _strided((n, m), (1, n)), _plain((m, k)), _plain((n, k))
+                self.bwd_weights = (_matmul(a, b, c), _matmul(a, b, c, accumulate=True))
             else:
-                a, b, c = _strided((n, m), (1, n)), _plain((m, k)), _plain((n, k))
-            self.bwd_weights = (_matmul(a, b, c), _matmul(a, b, c, accumulate=True))
+                self.bwd_weights = True
+
+    def _w_ld(self):
+        return self.n if self.transpose else self.k
 
     def forward(self, x, w, b, y):
-        if self.gemv:
-            _sgemm(False, not self.transpose, self.m, self.n, self.k, x, self.k,
-                   w, self.n if self.transpose else self.k, 0.0, y)
+        if self.fwd is None:
+            _sgemm(False, not self.transpose, self.m, self.n, self.k, x, self.k, w, self._w_ld(), 0.0, y)
         else:
             self.fwd(src=x, weights=w, dst=y)
         if self.bias:
             y += b
 
     def backward_data(self, dy, w, dx):
-        if self.gemv:
-            _sgemm(False, self.transpose, self.m, self.k, self.n, dy, self.n,
-                   w, self.n if self.transpose else self.k, 0.0, dx)
-        else:
-            self.bwd_data(src=dy, weights=w, dst=dx)
+        _sgemm(False, self.transpose, self.m, self.k, self.n, dy, self.n, w, self._w_ld(), 0.0, dx)
 
     def backward_weights(self, x, dy, dw, db, accumulate_w, accumulate_b):
-        mm = self.bwd_weights[1 if accumulate_w else 0]
-        if self.transpose:
-            mm(src=x, weights=dy, dst=dw)
+        if self.bwd_weights is True:
+            if self.transpose:
+                _sgemm(True, False, self.k, self.n, self.m, x, self.k, dy, self.n, 1.0 if accumulate_w else 0.0, dw)
+            else:
+                _sgemm(True, False, self.n, self.k, self.m, dy, self.n, x, self.k, 1.0 if accumulate_w else 0.0, dw)
         else:
-            mm(src=dy, weights=x, dst=dw)
+            mm = self.bwd_weights[1 if accumulate_w else 0]
+            if self.transpose:
+                mm(src=x, weights=dy, dst=dw)
+            else:
+                mm(src=dy, weights=x, dst=dw)
         if db is not None:
             if accumulate_b:
                 db += dy.sum(axis=0)
