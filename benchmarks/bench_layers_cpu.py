@@ -25,6 +25,9 @@ import numpy as np  # noqa: E402
 
 import pycaffe_lite as caffe  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from measure import timed  # noqa: E402
+
 LSTM_NET = '''layer { name: "x" type: "Input" top: "x" top: "cont"
   input_param { shape { dim: %(T)d dim: %(N)d dim: %(I)d } shape { dim: %(T)d dim: %(N)d } } }
 layer { name: "lstm" type: "LSTM" bottom: "x" bottom: "cont" top: "h"
@@ -43,13 +46,7 @@ layer { name: "conv2" type: "Convolution" bottom: "c1" top: "c2"
 
 
 def best_of(fn, iters):
-    fn()
-    times = []
-    for _ in range(iters):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times) * 1e3
+    return timed(fn, iters, warmup=1)[0]
 
 
 def net_from(text):

@@ -20,26 +20,8 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def _rss_mb():
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
-
-
-def _timed(fn, iters):
-    fn()
-    fn()
-    times = []
-    for _ in range(iters):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    times.sort()
-    return 1e3 * times[0], 1e3 * times[len(times) // 2]
+sys.path.insert(0, HERE)
+from measure import peak_rss_mb, timed  # noqa: E402
 
 
 def one(impl, mode, batch, iters, work):
@@ -107,8 +89,8 @@ def one(impl, mode, batch, iters, work):
                 loss_fn(model(xt), yt).backward()
     if out is not None:
         np.save(os.path.join(work, "%s_%d_out.npy" % (impl, batch)), out.reshape(batch, -1))
-    best, median = _timed(fn, iters)
-    print(json.dumps({"best": best, "median": median, "rss": _rss_mb()}))
+    best, median = timed(fn, iters)
+    print(json.dumps({"best": best, "median": median, "rss": peak_rss_mb()}))
 
 
 def per_layer(batch, iters):

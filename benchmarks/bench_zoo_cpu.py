@@ -18,30 +18,9 @@ import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from measure import peak_rss_mb, timed  # noqa: E402
 ROOT = os.path.dirname(HERE)
-
-
-def _timed(fn, iters):
-    import time
-    fn()
-    fn()
-    times = []
-    for _ in range(iters):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    times.sort()
-    return 1e3 * times[0], 1e3 * times[len(times) // 2]
-
-
-def _rss_mb():
-    """Peak resident memory of this process (VmHWM: unlike ru_maxrss, it does
-    not start from the parent's size at fork)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
 
 
 def train_param(model, batch):
@@ -97,7 +76,7 @@ def one(impl, name, work, iters, mode, batch):
                 model_t.zero_grad(set_to_none=False)
                 out = model_t(xt)[0]
                 torch.nn.functional.cross_entropy(out, yt).backward()
-        result["best"], result["median"] = _timed(step, iters)
+        result["best"], result["median"] = timed(step, iters)
     else:
         if impl == "ours":
             import pycaffe_lite as caffe
@@ -128,8 +107,8 @@ def one(impl, name, work, iters, mode, batch):
                 with torch.no_grad():
                     return model_t(xt)[0].numpy()
         np.save(os.path.join(work, "%s_%s_out.npy" % (name, impl)), np.asarray(fwd()).reshape(-1))
-        result["best"], result["median"] = _timed(fwd, iters)
-    result["rss"] = _rss_mb()
+        result["best"], result["median"] = timed(fwd, iters)
+    result["rss"] = peak_rss_mb()
     print(json.dumps(result))
 
 

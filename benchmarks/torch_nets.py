@@ -41,18 +41,13 @@ def to_torch(net, torch):
             continue
         b, t = list(lp.bottom), list(lp.top)
         kind = lp.type
-        if kind == "Convolution":
-            conv = nn.Conv2d(layer.channels, layer.num_output, layer.kernel, layer.stride, layer.pad,
-                             layer.dilation, layer.group, bias=layer.bias_term)
-            with torch.no_grad():
-                conv.weight.copy_(tensor(layer.blobs[0].data))
-                if layer.bias_term:
-                    conv.bias.copy_(tensor(layer.blobs[1].data))
-            m.mods.append(conv)
-            m.steps.append((conv, b, t))
-        elif kind == "Deconvolution":
-            conv = nn.ConvTranspose2d(layer.channels, layer.num_output, layer.kernel, layer.stride, layer.pad,
-                                      groups=layer.group, bias=layer.bias_term, dilation=layer.dilation)
+        if kind in ("Convolution", "Deconvolution"):
+            if kind == "Convolution":
+                conv = nn.Conv2d(layer.channels, layer.num_output, layer.kernel, layer.stride, layer.pad,
+                                 layer.dilation, layer.group, bias=layer.bias_term)
+            else:
+                conv = nn.ConvTranspose2d(layer.channels, layer.num_output, layer.kernel, layer.stride, layer.pad,
+                                          groups=layer.group, bias=layer.bias_term, dilation=layer.dilation)
             with torch.no_grad():
                 conv.weight.copy_(tensor(layer.blobs[0].data))
                 if layer.bias_term:

@@ -25,16 +25,20 @@ def _net(tmp_path, text, phase=caffe.TEST, name="net.prototxt", weights=None):
     return caffe.Net(str(path), phase, weights=weights)
 
 
-def _run(tmp_path, text, engine, inputs, phase=caffe.TEST, backward=True):
-    """Every blob's data and diff and every parameter diff after one forward
-    and backward under `engine`, with the same weights (seed 3)."""
+def _run(tmp_path, text, engine, inputs, phase=caffe.TEST, backward=True, prepare=None):
+    """Every blob's data and diff, every parameter (running statistics move
+    in forward) and every parameter diff after one forward and backward under
+    `engine`, with the same weights (seed 3, then prepare(net))."""
     backend.set_cpu_engine(engine)
     caffe.set_random_seed(3)
     net = _net(tmp_path, text, phase)
+    if prepare is not None:
+        prepare(net)
     for name, value in inputs.items():
         net.blobs[name].data[...] = value
     net.forward()
     out = {"data/" + k: b.data.copy() for k, b in net.blobs.items()}
+    out.update(("param/%s/%d" % (k, i), p.data.copy()) for k, v in net.params.items() for i, p in enumerate(v))
     if backward:
         rng = np.random.RandomState(7)
         for name in net.outputs:
@@ -173,30 +177,11 @@ def test_batchnorm_equals_the_numpy_engine(tmp_path, param):
         net.params["bn"][0].data[...] = np.linspace(-1, 1, 16)
         net.params["bn"][1].data[...] = np.linspace(0.5, 2, 16)
         net.params["bn"][2].data[...] = 2
-    for engine in ("numpy", "dnnl"):
-        backend.set_cpu_engine(engine)
-    ref, _ = _run_with(tmp_path, BN % dict(param=param), "numpy", x, stats)
-    got, net = _run_with(tmp_path, BN % dict(param=param), "dnnl", x, stats)
+    ref, _ = _run(tmp_path, BN % dict(param=param), "numpy", {"data": x}, caffe.TRAIN, prepare=stats)
+    got, net = _run(tmp_path, BN % dict(param=param), "dnnl", {"data": x}, caffe.TRAIN, prepare=stats)
     for key in ref:
         np.testing.assert_allclose(got[key], ref[key], rtol=1e-4, atol=1e-4, err_msg=key)
     assert net.layer_dict["bn"].engine == "dnnl"
-
-
-def _run_with(tmp_path, text, engine, x, prepare):
-    backend.set_cpu_engine(engine)
-    caffe.set_random_seed(3)
-    net = _net(tmp_path, text, caffe.TRAIN)
-    prepare(net)
-    net.blobs["data"].data[...] = x
-    net.forward()
-    out = {"data/" + k: b.data.copy() for k, b in net.blobs.items()}
-    out.update(("param/bn/%d" % i, p.data.copy()) for i, p in enumerate(net.params["bn"]))   # running stats
-    net.blobs["conv"].diff[...] = np.random.RandomState(7).randn(*net.blobs["conv"].shape)
-    net._mark_param_diffs_clear()
-    net.backward_from_to(len(net.layers) - 1, 0)
-    out.update(("diff/" + k, b.diff.copy()) for k, b in net.blobs.items())
-    out.update(("param_diff/%s/%d" % (k, i), p.diff.copy()) for k, v in net.params.items() for i, p in enumerate(v))
-    return out, net
 
 
 IP = '''layer { name: "data" type: "Input" top: "data" input_param { shape { dim: %(n)d dim: 6 dim: 4 dim: 3 } } }
@@ -266,11 +251,15 @@ def _reference_blobs(tmp_path, text, x, prepare=None):
     return {k: b.data.copy() for k, b in net.blobs.items()}
 
 
-def test_views_held_across_forwards_stay_live(tmp_path):
-    x = np.random.RandomState(0).rand(1, 3, 16, 16).astype(np.float32)
+def _chain(tmp_path):
+    """An input and CHAIN on oneDNN, weights from seed 3."""
     backend.set_cpu_engine("dnnl")
     caffe.set_random_seed(3)
-    net = _net(tmp_path, CHAIN)
+    return np.random.RandomState(0).rand(1, 3, 16, 16).astype(np.float32), _net(tmp_path, CHAIN)
+
+
+def test_views_held_across_forwards_stay_live(tmp_path):
+    x, net = _chain(tmp_path)
     held = net.blobs["conv1"].data           # a view taken before any forward
     net.forward(data=x)
     expected = _reference_blobs(tmp_path, CHAIN, x)
@@ -280,10 +269,7 @@ def test_views_held_across_forwards_stay_live(tmp_path):
 
 
 def test_blobs_left_blocked_are_reordered_when_read(tmp_path):
-    x = np.random.RandomState(0).rand(1, 3, 16, 16).astype(np.float32)
-    backend.set_cpu_engine("dnnl")
-    caffe.set_random_seed(3)
-    net = _net(tmp_path, CHAIN)
+    x, net = _chain(tmp_path)
     net.forward(data=x)
     blocked = [k for k, b in net.blobs.items() if b.engine_data().layout() is not None]
     assert blocked, "no blob was left in a blocked layout: the test checks nothing"
@@ -294,10 +280,7 @@ def test_blobs_left_blocked_are_reordered_when_read(tmp_path):
 
 
 def test_weights_written_between_forwards_are_used(tmp_path):
-    x = np.random.RandomState(0).rand(1, 3, 16, 16).astype(np.float32)
-    backend.set_cpu_engine("dnnl")
-    caffe.set_random_seed(3)
-    net = _net(tmp_path, CHAIN)
+    x, net = _chain(tmp_path)
     net.forward(data=x)
     net.forward(data=x)                      # the reordered weights are kept now
     # through a fresh view ...
@@ -477,10 +460,7 @@ def test_set_num_threads_caps_every_pool_and_remakes_primitives(tmp_path):
     from threadpoolctl import threadpool_info
     from pycaffe_lite.kernels import cpu
     before = caffe.num_threads()
-    x = np.random.RandomState(0).rand(1, 3, 16, 16).astype(np.float32)
-    backend.set_cpu_engine("dnnl")
-    caffe.set_random_seed(3)
-    net = _net(tmp_path, CHAIN)
+    x, net = _chain(tmp_path)
     first = net.forward(data=x)["ip"].copy()
     op = net.layer_dict["conv2"]._dnnl_ops[next(iter(net.layer_dict["conv2"]._dnnl_ops))]
     try:
