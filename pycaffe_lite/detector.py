@@ -48,14 +48,17 @@ class Detector(Net):
                            "detect_windows([(image, windows), ...]) with them")
 
     def crop(self, im, window, source="image"):
-        """The window of im (H x W x K), with context when context_pad is set."""
+        """The window (ymin, xmin, ymax, xmax) of im (H x W x K), cut as numpy
+        slices it (as pycaffe does: a window reaching past the image is cut
+        at its border), with context when context_pad is set."""
         h, w = im.shape[:2]
         y0, x0, y1, x1 = (int(v) for v in window[:4])
-        if not (0 <= y0 < y1 <= h and 0 <= x0 < x1 <= w):
-            raise ValueError("window %s (ymin, xmin, ymax, xmax) is not inside %s, which is %dx%d (height x width)"
-                             % ([int(v) for v in window[:4]], source, h, w))
+        crop = im[y0:y1, x0:x1]
+        if not crop.size:
+            raise ValueError("window %s (ymin, xmin, ymax, xmax) holds no pixel of %s, which is %dx%d "
+                             "(height x width)" % ([y0, x0, y1, x1], source, h, w))
         if not self.context_pad:
-            return im[y0:y1, x0:x1]
+            return crop
         size = self.blobs[self.inputs[0]].width          # square inputs, as in pycaffe
         scale = size / (1.0 * size - self.context_pad * 2)
         half_h, half_w = (y1 - y0 + 1) / 2.0, (x1 - x0 + 1) / 2.0

@@ -1,5 +1,7 @@
 """pycaffe's caffe.io: array <-> protobuf helpers, image loading and resizing,
 and the Transformer that turns H x W x K images into net inputs."""
+import os
+
 import numpy as np
 
 from .blob import proto_shape, repeated_floats
@@ -63,20 +65,59 @@ def datum_to_array(datum):
 # ---------------------------------------------------------------- images
 
 
+def _image_bytes(source):
+    """The encoded bytes of an image given as scikit-image's imread takes it:
+    a path (str or os.PathLike), a URL, or a file-like object."""
+    if hasattr(source, "read"):
+        return source.read(), getattr(source, "name", "the file object")
+    name = os.fspath(source)
+    if isinstance(name, bytes):
+        name = os.fsdecode(name)
+    if "://" in name.split(os.sep)[0] or name.startswith(("http://", "https://", "ftp://", "file://")):
+        from urllib.request import urlopen
+        try:
+            with urlopen(name) as response:
+                return response.read(), name
+        except OSError as e:
+            raise IOError("cannot fetch image %s: %s" % (name, e)) from None
+    try:
+        with open(name, "rb") as f:
+            return f.read(), name
+    except OSError as e:
+        raise IOError("cannot read image %s: %s" % (name, e.strerror or e)) from None
+
+
+def _decode(data, name):
+    """H x W (x K) array from encoded bytes: OpenCV, or Pillow for what
+    OpenCV does not read (scikit-image reads both)."""
+    import cv2
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+    if img is not None:
+        if img.ndim == 3:
+            img = img[:, :, [2, 1, 0, 3][:img.shape[2]]]         # OpenCV's BGR(A) -> RGB(A)
+        return img
+    try:
+        import io as _io
+        from PIL import Image
+        with Image.open(_io.BytesIO(data)) as pil:
+            if pil.mode not in ("L", "RGB", "RGBA", "I;16"):
+                pil = pil.convert("RGBA" if "A" in pil.mode else "RGB")
+            return np.asarray(pil)
+    except Exception:
+        raise IOError("cannot read image %s: it is empty or not an image OpenCV or Pillow can decode"
+                      % name) from None
+
+
 def load_image(filename, color=True):
     """An image as H x W x K float32 in [0, 1], RGB order, as pycaffe loads it
     (scikit-image's imread + img_as_float): K is 3 with color, else 1 (grey
-    by 0.2125 R + 0.7154 G + 0.0721 B, RGBA first blended onto white)."""
-    import cv2
-    img = cv2.imread(filename, cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise IOError("cannot read image %s (missing, or not an image OpenCV can decode)" % filename)
+    by 0.2125 R + 0.7154 G + 0.0721 B, RGBA first blended onto white).
+    `filename` is a path, a URL or a file-like object, as for imread."""
+    img = _decode(*_image_bytes(filename))
     if img.dtype == np.uint16 and img.ndim == 3:
         img = (img >> 8).astype(np.uint8)      # scikit-image's reader keeps 8 bits of 16-bit colour PNGs
     # In float64 first, then float32, like img_as_float(...).astype(float32).
     img = img.astype(np.float64) / (65535.0 if img.dtype == np.uint16 else 255.0)
-    if img.ndim == 3:
-        img = img[:, :, [2, 1, 0, 3][:img.shape[2]]]         # OpenCV's BGR(A) -> RGB(A)
     if img.ndim == 2:
         img = img[:, :, None]
         if color:
@@ -216,21 +257,30 @@ class Transformer:
         self.raw_scale[in_] = scale
 
     def set_mean(self, in_, mean):
-        """Mean per channel (C,), or a whole image (C, H, W) or (H, W) of the
-        input's size."""
+        """Mean per channel (C,), or a whole image (C, H, W) or (H, W); an
+        image of another size than the input is resized to it as pycaffe
+        does (scaled to [0, 1], resized, scaled back)."""
         self._check(in_)
         mean = np.asarray(mean)      # kept as given: pycaffe subtracts it in its own precision
+        in_shape = tuple(int(d) for d in self.inputs[in_][1:])
         if mean.ndim == 1:
-            if mean.shape[0] != self.inputs[in_][1]:
-                raise ShapeError("mean has %d channels, the input %d" % (mean.shape[0], self.inputs[in_][1]))
+            if mean.shape[0] != in_shape[0]:
+                raise ShapeError("mean has %d channels, the input %d" % (mean.shape[0], in_shape[0]))
             mean = mean[:, None, None]
         else:
             shape = (1,) + mean.shape if mean.ndim == 2 else mean.shape
             if len(shape) != 3:
                 raise ShapeError("mean must be (C,), (H, W) or (C, H, W), got shape %s" % (mean.shape,))
-            if shape != tuple(self.inputs[in_][1:]):
-                raise ShapeError("mean shape %s does not fit the input %s; crop or resize it first"
-                                 % (mean.shape, tuple(self.inputs[in_][1:])))
+            if shape[0] != in_shape[0] and shape[0] != 1:
+                raise ShapeError("mean has %d channels, the input %d" % (shape[0], in_shape[0]))
+            if shape != in_shape:
+                image = mean.reshape(shape).transpose(1, 2, 0)
+                low, high = image.min(), image.max()
+                if high > low:
+                    resized = resize_image((image - low) / (high - low), in_shape[1:]) * (high - low) + low
+                else:
+                    resized = np.full(in_shape[1:] + (shape[0],), low, dtype=np.float32)
+                mean = resized.transpose(2, 0, 1)
         self.mean[in_] = mean
 
     def set_input_scale(self, in_, scale):

@@ -51,7 +51,39 @@ def test_transformer_preprocess_and_deprocess():
     resized = t.preprocess("data", np.ones((8, 10, 3), np.float32))
     assert resized.shape == (3, 4, 5)
     with pytest.raises(caffe.ShapeError):
-        t.set_mean("data", np.zeros((3, 9, 9)))
+        t.set_mean("data", np.zeros((2, 9, 9)))
+
+
+def test_a_whole_image_mean_of_another_size_is_resized_to_the_input():
+    # python/classify.py: the 256x256 ImageNet mean with a 227x227 input
+    t = caffe.io.Transformer({"data": (1, 3, 7, 6)})
+    t.set_transpose("data", (2, 0, 1))
+    mean = np.random.RandomState(2).rand(3, 12, 10) * 100 + 50
+    t.set_mean("data", mean)
+    low, high = mean.min(), mean.max()
+    want = caffe.io.resize_image(((mean - low) / (high - low)).transpose(1, 2, 0), (7, 6)).transpose(2, 0, 1)
+    np.testing.assert_allclose(t.mean["data"], want * (high - low) + low, rtol=1e-6)
+    x = t.preprocess("data", np.zeros((7, 6, 3), np.float32))
+    np.testing.assert_allclose(x, -t.mean["data"], rtol=1e-6)
+
+
+def test_load_image_takes_paths_urls_and_file_objects(tmp_path):
+    import io as pyio
+    import pathlib
+    bgr = np.random.RandomState(3).randint(0, 256, (5, 7, 3)).astype(np.uint8)
+    path = tmp_path / "im.png"
+    import cv2
+    cv2.imwrite(str(path), bgr)
+    want = caffe.io.load_image(str(path))
+    np.testing.assert_array_equal(want, bgr[:, :, ::-1] / np.float32(255.0))
+    np.testing.assert_array_equal(caffe.io.load_image(pathlib.Path(path)), want)
+    np.testing.assert_array_equal(caffe.io.load_image(pyio.BytesIO(path.read_bytes())), want)
+    with open(path, "rb") as f:
+        np.testing.assert_array_equal(caffe.io.load_image(f, color=False),
+                                      caffe.io.load_image(str(path), color=False))
+    np.testing.assert_array_equal(caffe.io.load_image(path.as_uri()), want)
+    with pytest.raises(IOError, match="not an image"):
+        caffe.io.load_image(pyio.BytesIO(b"not a picture"))
 
 
 def test_load_resize_oversample(tmp_path):

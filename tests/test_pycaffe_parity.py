@@ -411,9 +411,9 @@ def test_transformer_order_and_deprocess():
     with pytest.raises(ValueError):
         t.set_mean("data", np.zeros(4))
     with pytest.raises(ValueError):
-        t.set_mean("data", np.zeros((3, 2, 2)))
-    with pytest.raises(ValueError):
-        t.set_mean("data", np.zeros((4, 5)))                 # (H, W) means a 1-channel input, as in pycaffe
+        t.set_mean("data", np.zeros((2, 4, 5)))             # 2 channels for a 3-channel input
+    t.set_mean("data", np.full((4, 5), 7.0))                 # (H, W): one plane for every channel, as in pycaffe
+    assert t.mean["data"].shape == (1, 4, 5)
     gray = caffe.io.Transformer({"data": (1, 1, 4, 5)})
     gray.set_transpose("data", (2, 0, 1))
     gray.set_mean("data", np.ones((4, 5)))
@@ -490,13 +490,19 @@ def test_classifier_as_pycaffe(tiny):
     assert center.shape == (1, 5)
 
 
-def test_detector_windows_and_bad_window(tiny):
+def test_detector_windows_and_windows_past_the_image(tiny):
     model, weights, image = tiny
     det = caffe.Detector(model, weights, mean=np.array([100.0, 110, 120]), raw_scale=255, channel_swap=(2, 1, 0))
     out = det.detect_windows([(image, [np.array([0, 0, 20, 20]), np.array([5, 10, 40, 50])])])
     assert [o["filename"] for o in out] == [image, image] and out[1]["prediction"].shape == (5,)
-    with pytest.raises(ValueError, match=r"window \[30, 10, 45, 20\].*is not inside .*40x50"):
-        det.detect_windows([(image, [np.array([30, 10, 45, 20])])])
+    # a window reaching past the 40x50 image is cut at its border, as numpy
+    # slicing (and so pycaffe's crop) does
+    past = det.detect_windows([(image, [np.array([30, 10, 45, 60])])])[0]["prediction"]
+    im = caffe.io.load_image(image)
+    by_hand = det.forward_all(data=det.transformer.preprocess("data", im[30:40, 10:50])[None])["prob"][0]
+    np.testing.assert_allclose(past, by_hand, rtol=1e-5)
+    with pytest.raises(ValueError, match=r"window \[45, 10, 50, 20\].*holds no pixel.*40x50"):
+        det.detect_windows([(image, [np.array([45, 10, 50, 20])])])
     padded = caffe.Detector(model, weights, context_pad=2)
     crop_ = padded.crop(caffe.io.load_image(image), np.array([0, 0, 20, 20]))
     assert crop_.shape == (12, 12, 3)
