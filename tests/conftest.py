@@ -4,9 +4,15 @@ import os
 import numpy as np
 import pytest
 
-import pycaffe_lite as caffe
-from pycaffe_lite import backend
-from pycaffe_lite.kernels import dnnl
+# The command-line tools write glog's log files, as Caffe's do: a folder of
+# their own for the test run (set before pycaffe_lite reads GLOG_* at import).
+if "GLOG_log_dir" not in os.environ:
+    import tempfile
+    os.environ["GLOG_log_dir"] = tempfile.mkdtemp(prefix="pycaffe_lite-test-logs-")
+
+import pycaffe_lite as caffe  # noqa: E402
+from pycaffe_lite import backend, glog  # noqa: E402
+from pycaffe_lite.kernels import dnnl  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GOLDEN = os.path.normpath(os.path.join(REPO, "..", "shared", "golden"))
@@ -57,8 +63,10 @@ def assert_close(actual, expected, key, tol):
 def _cpu_mode():
     caffe.set_mode_cpu()
     saved = dict(backend._engine)
+    flags = dict(vars(glog.FLAGS))
     yield
     backend._engine.update(saved)     # a test's engine choice ends with it
+    vars(glog.FLAGS).update(flags)    # and so does what it told glog (a tool it ran, init_log)
 
 
 @pytest.fixture(params=backend.CPU_ENGINES)

@@ -3,6 +3,7 @@ functions, Net, Solver, NetSpec, Python layers, caffe.io (against
 scikit-image itself), Classifier, Detector and coord_map; and the bad input
 each of them must refuse clearly."""
 import os
+import sys
 import time
 
 import cv2
@@ -67,15 +68,28 @@ def test_timer():
     assert t.ms >= 0                 # reading a running timer stops it, as Caffe's does
 
 
-def test_log_and_init_log(capsys):
-    caffe.init_log()
-    caffe.log("hello from a script")
+def test_log_and_init_log(capsys, tmp_path, monkeypatch):
+    from pycaffe_lite import glog
+    monkeypatch.setattr(glog.FLAGS, "log_dir", str(tmp_path))
+    monkeypatch.setattr(glog.FLAGS, "program", None)
+    caffe.log("before init")                       # as glog: to standard error before InitGoogleLogging
     err = capsys.readouterr().err
-    assert "hello from a script" in err and err.startswith("I")
-    caffe.init_log(2)                  # ERROR and above only
+    assert "before init" in err and err.startswith("I")
+    caffe.init_log(0, True)                        # pycaffe's (level, stderr): standard error only
+    caffe.log("to stderr")
+    assert "to stderr" in capsys.readouterr().err and not os.listdir(tmp_path)
+    caffe.init_log(0, False)                       # log files; standard error from ERROR on
+    caffe.log("to the file")
+    glog.error("an error")
+    err = capsys.readouterr().err
+    assert "to the file" not in err and "an error" in err
+    name = os.path.basename(sys.argv[0]) or "python"
+    info = (tmp_path / (name + ".INFO")).read_text()
+    assert "to the file" in info and "an error" in info
+    assert "to the file" not in (tmp_path / (name + ".ERROR")).read_text()
+    caffe.init_log(2)                              # ERROR and above only
     caffe.log("quiet now")
-    assert "quiet now" not in capsys.readouterr().err
-    caffe.init_log(0)
+    assert "quiet now" not in (tmp_path / (name + ".INFO")).read_text()
 
 
 def test_solver_count_and_rank():

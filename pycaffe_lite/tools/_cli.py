@@ -3,6 +3,7 @@ error reporting (`error: ...`, exit status 2, a traceback only with --debug)."""
 import argparse
 import sys
 
+from .. import glog
 from ..errors import CaffeError
 
 
@@ -27,8 +28,13 @@ def parse(parser, argv):
     return parser.parse_args(argv)
 
 
-def run(main, argv=None):
+def run(main, argv=None, program=None, alsologtostderr=True):
+    """main(argv) as a command line. A tool that stands for one of Caffe's
+    C++ tools names it as `program`: logging starts as there (glog's log
+    files, and with alsologtostderr every line on standard error too)."""
     argv = sys.argv[1:] if argv is None else argv
+    if program:
+        glog.init_google_logging(program, alsologtostderr)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
     try:

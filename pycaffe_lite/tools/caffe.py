@@ -366,7 +366,7 @@ COMMANDS = {"train": train, "test": test, "time": time_net, "device_query": devi
 
 
 def main(argv=None):
-    return run(lambda a: COMMANDS[_parser().parse_args(a).command](_parser().parse_args(a)), argv)
+    return run(lambda a: COMMANDS[_parser().parse_args(a).command](_parser().parse_args(a)), argv, "caffe")
 
 
 if __name__ == "__main__":

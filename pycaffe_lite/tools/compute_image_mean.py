@@ -79,7 +79,7 @@ def main(argv=None):
         glog.info("Number of channels: %d", mean.shape[0])
         for c in range(mean.shape[0]):
             glog.info("mean_value channel [%d]: %g", c, float(mean[c].mean()))
-    return run(go, argv)
+    return run(go, argv, "compute_image_mean")
 
 
 if __name__ == "__main__":

@@ -153,7 +153,7 @@ def convert(args):
 
 
 def main(argv=None):
-    return run(lambda a: convert(parse(_parser(), a)), argv)
+    return run(lambda a: convert(parse(_parser(), a)), argv, "convert_imageset")
 
 
 if __name__ == "__main__":

@@ -69,7 +69,7 @@ def main(argv=None):
         args = p.parse_args(a)
         extract(args.weights, args.model, args.blobs.split(","), args.dbs.split(","), args.num_batches,
                 args.db_type, args.mode, args.device_id)
-    return run(go, argv)
+    return run(go, argv, "extract_features", alsologtostderr=False)
 
 
 if __name__ == "__main__":

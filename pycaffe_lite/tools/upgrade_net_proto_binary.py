@@ -10,7 +10,7 @@ from ._upgrade import upgrade_tool
 
 def main(argv=None):
     return upgrade_tool(argv, __doc__, lambda path: protoio.read_binary(path, pb.NetParameter()), upgrade_net,
-                        protoio.write_binary, "NetParameter binary proto")
+                        protoio.write_binary, "NetParameter binary proto", "upgrade_net_proto_binary")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from ._upgrade import upgrade_tool
 
 def main(argv=None):
     return upgrade_tool(argv, __doc__, protoio.read_net_text, upgrade_net, protoio.write_text,
-                        "NetParameter text proto")
+                        "NetParameter text proto", "upgrade_net_proto_text")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ from ._upgrade import upgrade_tool
 
 def main(argv=None):
     return upgrade_tool(argv, __doc__, lambda path: protoio.read_text(path, pb.SolverParameter()), upgrade_solver,
-                        protoio.write_text, "SolverParameter text proto")
+                        protoio.write_text, "SolverParameter text proto",
+                        "upgrade_solver_proto_text")
 
 
 if __name__ == "__main__":
