@@ -14,7 +14,7 @@ from .errors import CaffeError, ConfigError, FormatError
 from .net import Net
 from .proto import caffe_pb2 as pb
 from .solvers import RULES, learning_rate
-from .upgrade import upgrade_solver
+from .upgrade import upgrade_snapshot_prefix, upgrade_solver
 
 f32 = np.float32
 
@@ -29,7 +29,7 @@ def _fmt(x):
 
 def read_solver_param(path):
     param = protoio.read_text(str(path), pb.SolverParameter())
-    return upgrade_solver(param, str(path))
+    return upgrade_snapshot_prefix(upgrade_solver(param, str(path)), str(path))
 
 
 class Solver:
@@ -64,6 +64,8 @@ class Solver:
             # Each solver of a data-parallel run gets its own stream, as in Caffe.
             backend.set_random_seed(p.random_seed + backend.solver_rank())
         glog.info("Initializing solver from parameters: \n%s", str(p))
+        self.iter = 0
+        self._check_snapshot_prefix()
         self.net = self._train_net()
         self.test_nets = self._test_nets()
         for t in self.test_nets:
@@ -363,10 +365,26 @@ class Solver:
 
     # -- snapshots -------------------------------------------------------------
     def _filename(self, ext):
-        prefix = self.param.snapshot_prefix
-        if not prefix:
-            prefix = os.path.splitext(self._source)[0] if self._source != "SolverParameter" else "snapshot"
-        return "%s_iter_%d%s" % (prefix, self.iter, ext)
+        return "%s_iter_%d%s" % (self.param.snapshot_prefix, self.iter, ext)
+
+    def _check_snapshot_prefix(self):
+        """Caffe's start-up check (root solver, snapshots asked for): a
+        prefix is given, and a file can be written there."""
+        p = self.param
+        if not p.snapshot or backend.solver_rank() != 0:
+            return
+        if not p.HasField("snapshot_prefix"):
+            raise ConfigError("%s: snapshot is specified (every %d iterations) but snapshot_prefix is not"
+                              % (self._source, p.snapshot))
+        probe = self._filename(".tempfile")
+        try:
+            with open(probe, "w"):
+                pass
+            os.remove(probe)
+        except OSError as e:
+            raise ConfigError("%s: Cannot write to snapshot prefix '%s' (%s). Make sure that the directory "
+                              "exists and is writable." % (self._source, p.snapshot_prefix, e.strerror or e)) \
+                from None
 
     def _snapshot_hdf5(self):
         """Caffe's HDF5 layout: model datasets data/<layer>/<i>; state attributes

@@ -270,3 +270,18 @@ def upgrade_solver(solver, source="solver"):
         solver.type = name
         solver.ClearField("solver_type")
     return solver
+
+
+def upgrade_snapshot_prefix(solver, path):
+    """Caffe's rule for a solver read from `path`: no snapshot_prefix means
+    the solver file's path without its extension; a prefix that is a folder
+    means that folder and the solver file's name."""
+    from . import glog
+    import os
+    if not solver.HasField("snapshot_prefix"):
+        solver.snapshot_prefix = os.path.splitext(path)[0]
+        glog.info("snapshot_prefix was not specified and is set to %s", solver.snapshot_prefix)
+    elif os.path.isdir(solver.snapshot_prefix):
+        solver.snapshot_prefix = os.path.join(solver.snapshot_prefix, os.path.splitext(os.path.basename(path))[0])
+        glog.info("snapshot_prefix was a directory and is replaced to %s", solver.snapshot_prefix)
+    return solver

@@ -12,7 +12,7 @@ import pytest
 
 import pycaffe_lite as caffe
 from pycaffe_lite.proto import caffe_pb2 as pb
-from pycaffe_lite.solver import DivergenceError
+from pycaffe_lite.solver import DivergenceError, read_solver_param
 from pycaffe_lite.tools import caffe as caffe_tool
 from pycaffe_lite.tools.parse_log import parse
 from conftest import golden_path, make_datum_lmdb
@@ -275,3 +275,41 @@ def test_caffe_time_times_every_backward_like_caffe(tmp_path, capsys):
     forward = dict(re.findall(r"\] +(\S+)\tforward: ([0-9.e-]+) ms", err))
     assert float(backward["fc6"]) > 0.3 * float(forward["fc6"])
     assert float(re.search(r"Average Backward pass: ([0-9.e-]+) ms", err).group(1)) > 1
+
+
+def test_solver_refuses_a_snapshot_prefix_it_cannot_write(setup, capsys):
+    tmp, solver = setup
+    path = solver("nowhere", prefix=str(tmp / "missing" / "folder" / "net"))
+    with pytest.raises(caffe.ConfigError, match=r"Cannot write to snapshot prefix '.*missing/folder/net'"):
+        caffe.get_solver(path)
+    assert not list(tmp.glob("**/*.tempfile"))
+    # the command line says it in one line, before any training
+    assert caffe_tool.main(["train", "--solver=" + path]) == 2
+    err = capsys.readouterr().err
+    assert "Cannot write to snapshot prefix" in err and "Iteration" not in err and "Traceback" not in err
+
+
+def test_snapshot_prefix_defaults_to_the_solver_file_as_in_caffe(setup):
+    tmp, solver = setup
+    text = open(solver("mine")).read()
+    no_prefix = tmp / "noprefix.prototxt"
+    no_prefix.write_text("\n".join(l for l in text.splitlines() if not l.startswith("snapshot_prefix")))
+    s = caffe.get_solver(str(no_prefix))
+    assert s.param.snapshot_prefix == str(tmp / "noprefix")
+    folder = tmp / "snaps"
+    folder.mkdir()
+    in_folder = tmp / "infolder.prototxt"
+    in_folder.write_text(text.replace('snapshot_prefix: "%s"' % (tmp / "mine"), 'snapshot_prefix: "%s"' % folder))
+    s = caffe.get_solver(str(in_folder))
+    assert s.param.snapshot_prefix == str(folder / "infolder")
+    s.step(5)
+    assert (folder / "infolder_iter_5.caffemodel").exists()
+
+
+def test_a_solver_parameter_with_snapshots_needs_a_prefix(setup):
+    tmp, solver = setup
+    param = pb.SolverParameter()
+    param.CopyFrom(read_solver_param(solver("p")))
+    param.ClearField("snapshot_prefix")
+    with pytest.raises(caffe.ConfigError, match="snapshot is specified .* but snapshot_prefix is not"):
+        caffe.SGDSolver(param)

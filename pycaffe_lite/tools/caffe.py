@@ -116,19 +116,19 @@ def _local_rank():
     return backend.solver_rank()
 
 
-def _check_snapshot_folder(solver, comm):
+def _check_snapshot_folder(param, comm):
     """Rank 0 must be able to write its snapshots; every rank learns it before
-    the first step, so none waits for a rank that already gave up."""
+    any builds its solver, so none waits for a rank that already gave up."""
     problem = None
     if comm.rank == 0:
-        folder = os.path.dirname(os.path.abspath(solver._filename(".caffemodel")))
+        folder = os.path.dirname(os.path.abspath(param.snapshot_prefix + "_iter_0.caffemodel"))
         try:
             import tempfile
             with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
                 pass
         except OSError as e:
             problem = "rank 0 cannot write snapshots to %s (snapshot_prefix: %s): %s" % (
-                folder, solver.param.snapshot_prefix, e.strerror or e)
+                folder, param.snapshot_prefix, e.strerror or e)
     problems = [p for p in comm.allgather(problem) if p]
     if problems:
         raise ConfigError(problems[0])
@@ -169,6 +169,11 @@ def train(args):
 
 def _train(args, param, side=None, uid=None):
     """The training run of one solver (one of several in a data-parallel run)."""
+    comm = None
+    if backend.solver_count() > 1:
+        from ..parallel import communicator
+        comm = communicator(uid, side)
+        _check_snapshot_folder(param, comm)
     solver = Solver(param, source=args.solver)
     for w in [w for w in args.weights.split(",") if w]:
         glog.info("Finetuning from %s", w)
@@ -176,11 +181,9 @@ def _train(args, param, side=None, uid=None):
         for t in solver.test_nets:
             t.copy_from(w)
     parallel = None
-    if backend.solver_count() > 1:
+    if comm is not None:
         from ..comm import peer_watch
-        from ..parallel import DataParallel, communicator
-        comm = communicator(uid, side)
-        _check_snapshot_folder(solver, comm)
+        from ..parallel import DataParallel
         if side is not None:
             peer_watch(side)
         parallel = DataParallel(solver, comm)
