@@ -124,26 +124,51 @@ def get_pydot_graph(caffe_net, rankdir, label_edges=True, phase=None, display_lr
     return graph
 
 
+def _quoted(text):
+    """A Graphviz ID: kept when already a quoted string, else quoted."""
+    text = str(text)
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        return text
+    return '"%s"' % text.replace("\\", "\\\\").replace('"', '\\"')
+
+
 def to_dot(caffe_net, rankdir="LR", label_edges=True, phase=None, display_lrm=False):
-    """The graph as Graphviz text (no pydot needed)."""
+    """The graph as Graphviz's dot language (no pydot or Graphviz needed)."""
     name, nodes, edges = _graph(caffe_net, rankdir, label_edges, phase, display_lrm)
 
     def attrs(d):
-        return ", ".join('%s="%s"' % (k, v) for k, v in d.items())
-    lines = ['digraph "%s" {' % name.replace('"', '\\"'), "rankdir=%s;" % rankdir]
+        return ", ".join("%s=%s" % (k, _quoted(v)) for k, v in d.items())
+    lines = ["digraph %s {" % _quoted(name), "rankdir=%s;" % rankdir]
     for label, style in nodes.values():
-        lines.append("%s [%s];" % (label, attrs(style)))
+        lines.append("%s [%s];" % (_quoted(label), attrs(style)))
     for src, dst, label in edges:
-        lines.append("%s -> %s [label=%s];" % (nodes[src][0], nodes[dst][0], label))
+        lines.append("%s -> %s [label=%s];" % (_quoted(nodes[src][0]), _quoted(nodes[dst][0]), _quoted(label)))
     lines.append("}")
     return "\n".join(lines) + "\n"
 
 
+def _graphviz_dot(text):
+    """Graphviz's own dot text for `text` (laid out), or None without Graphviz."""
+    import shutil
+    import subprocess
+    dot = shutil.which("dot")
+    if dot is None:
+        return None
+    out = subprocess.run([dot, "-Tdot"], input=text.encode(), capture_output=True)
+    if out.returncode:
+        raise ConfigError("Graphviz's dot rejected the graph: %s" % out.stderr.decode(errors="replace").strip())
+    return out.stdout
+
+
 def draw_net(caffe_net, rankdir, ext="png", phase=None, display_lrm=False):
-    """The drawing as bytes in the format `ext` (png, svg, pdf, ..., or dot/raw)."""
+    """The drawing as bytes in the format `ext` (png, svg, pdf, ...). 'dot'
+    gives Graphviz's own dot text, as pycaffe does (our dot text where
+    Graphviz is not installed); 'raw' the graph's dot source."""
     ext = ext.lower()
     if ext in _TEXT_FORMATS:
-        return to_dot(caffe_net, rankdir, phase=phase, display_lrm=display_lrm).encode()
+        text = to_dot(caffe_net, rankdir, phase=phase, display_lrm=display_lrm)
+        laid_out = _graphviz_dot(text) if ext == "dot" else None
+        return laid_out if laid_out is not None else text.encode()
     pydot = _pydot()
     formats = pydot.Dot().formats
     if ext not in formats:

@@ -402,7 +402,7 @@ def test_upgrade_tools_write_what_caffes_wrote(tool, case, src, expected, tmp_pa
 def test_draw_net_dot_and_missing_graphviz(tmp_path, monkeypatch, capsys):
     from conftest import REPO
     model = os.path.join(REPO, "models/bvlc_reference_caffenet/train_val.prototxt")
-    out = tmp_path / "net.dot"
+    out = tmp_path / "net.raw"
     assert draw_net.main([model, str(out), "--phase", "TEST"]) == 0
     dot = out.read_text()
     assert dot.startswith('digraph "CaffeNet"') and '"conv1" [shape="octagon"' in dot and "accuracy" in dot
