@@ -281,22 +281,32 @@ def test_interrupted_convert_leaves_no_database(tmp_path):
     root.mkdir()
     rng = np.random.RandomState(0)
     for i in range(4):
-        cv2.imwrite(str(root / ("%d.png" % i)), rng.randint(0, 255, (900, 900, 3)).astype(np.uint8))
+        cv2.imwrite(str(root / ("%d.png" % i)), rng.randint(0, 255, (200, 200, 3)).astype(np.uint8))
+    # far more records than can be written before the signal: the state the
+    # test waits for (1000 records written, glog's "Processed 1000 files.")
+    # comes long before the end, however busy the machine
     lst = tmp_path / "list.txt"
-    lst.write_text("".join("%d.png %d\n" % (i % 4, i % 3) for i in range(3000)))
+    lst.write_text("".join("%d.png %d\n" % (i % 4, i % 3) for i in range(50000)))
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    env = dict(os.environ, GLOG_log_dir=str(logs))
+    env.pop("GLOG_logtostderr", None)
+    env.pop("GLOG_minloglevel", None)
     for sig in (signal.SIGINT, signal.SIGKILL):
         out = tmp_path / ("db_%d" % sig)
+        for old in logs.iterdir():
+            old.unlink()
         proc = subprocess.Popen([sys.executable, "-m", "pycaffe_lite.tools.convert_imageset", "--workers=1",
                                  "--resize_height=256", "--resize_width=256", str(root) + "/", str(lst), str(out)],
-                                stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-        deadline = time.time() + 30
-        while not any(p.name.startswith(out.name + ".incomplete") for p in tmp_path.iterdir()):
-            assert time.time() < deadline and proc.poll() is None
+                                stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env)
+        log = logs / "convert_imageset.INFO"
+        deadline = time.time() + 600
+        while not (log.exists() and "Processed 1000 files." in log.read_text()):
+            assert proc.poll() is None, "convert_imageset ended before it could be interrupted"
+            assert time.time() < deadline, "convert_imageset never wrote 1000 records"
             time.sleep(0.05)
-        time.sleep(0.5)
-        assert proc.poll() is None, "conversion finished before it could be interrupted"
         proc.send_signal(sig)
-        proc.wait(timeout=30)
+        proc.wait(timeout=600)
         assert not out.exists(), "an interrupted run left %s" % out
     # Ctrl-C also cleans up its temporary database; only SIGKILL leaves one behind.
     leftovers = [p.name for p in tmp_path.iterdir() if ".incomplete" in p.name]
