@@ -168,3 +168,15 @@ class Writer:
             self._env.close()
         else:
             self._db.close()
+
+    def abandon(self):
+        """Close without committing what is pending (the caller removes the
+        database: a run that stopped half way)."""
+        try:
+            if self.backend == LMDB:
+                self._txn.abort()
+                self._env.close()
+            else:
+                self._db.close()
+        except Exception:       # already closed, or broken: it is being removed anyway
+            pass

@@ -109,10 +109,11 @@ def convert(args):
         job["root"] = os.path.abspath(args.root_folder)     # the workers may start elsewhere
         glog.info("Converting on the Dask cluster at %s (%d workers)", client.scheduler.address,
                   len(client.scheduler_info()["workers"]))
-    writer = dbmod.Writer(tmp, backend)
+    writer = None
     skipped, count, size = [], 0, None
-    results = iter(())
-    try:
+    results = None
+    try:                  # from here on, whatever stops the run removes the half-written database
+        writer = dbmod.Writer(tmp, backend)
         items = list(enumerate(lines))
         if client is not None:
             results = cluster.ordered_results(client, functools.partial(_convert_chunk, job), items)
@@ -140,10 +141,13 @@ def convert(args):
         writer = None
         os.rename(tmp, args.db_name)
     finally:
-        results.close()
+        if results is not None:
+            results.close()
         if client is not None:
             cluster.close(client)
-        if writer is not None or os.path.exists(tmp):
+        if writer is not None:
+            writer.abandon()
+        if os.path.exists(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
     glog.info("Processed %d files.", count)
     if skipped:
