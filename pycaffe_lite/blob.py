@@ -4,6 +4,7 @@ Like Caffe's Blob, a reshape that fits in the memory already held keeps that
 memory (so repeated forwards at a fixed shape never allocate), and two blobs can
 share data or diff memory (Flatten, Reshape)."""
 import math
+import os
 import sys
 
 import numpy as np
@@ -163,7 +164,21 @@ class EngineView:
         return None if self.buf.held() else (self.buf, self.buf.version)
 
 
+INT_MAX = 2 ** 31 - 1
+
+
+def _memory_bytes():
+    """This machine's physical memory, or None where it cannot be told."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 class Blob:
+    # The Net names the blobs it makes, for error messages.
+    name = None
+
     def __init__(self, *shape):
         self._shape = None
         self._data_buf = _Buffer(0)
@@ -175,13 +190,29 @@ class Blob:
         shape = _as_shape(shape)
         if shape == self._shape:
             return
+        n = math.prod(shape)
+        if n > self._data_buf.size:
+            self._check_size(shape, n)
         self._data_buf.settle()
         self._diff_buf.settle()
         self._shape = shape
-        n = math.prod(shape)
         if n > self._data_buf.size:
             self._data_buf = _Buffer(n)
             self._diff_buf = _Buffer(n)
+
+    def _check_size(self, shape, n):
+        """Caffe's limit (a count of at most INT_MAX) and this machine's: a
+        clear error before allocating, not a MemoryError or a swap storm."""
+        what = "blob '%s'" % self.name if self.name else "a blob"
+        nbytes = 2 * n * np.dtype(backend.float_type()).itemsize          # data and diff
+        if n > INT_MAX:
+            raise ShapeError("%s of shape %s would hold %d values (%d bytes with its diff): more than the %d "
+                             "values Caffe allows a blob (INT_MAX); check the dims that make this shape"
+                             % (what, shape, n, nbytes, INT_MAX))
+        memory = _memory_bytes()
+        if memory is not None and nbytes > memory:
+            raise ShapeError("%s of shape %s needs %d bytes (data and diff), more than this machine's %d bytes "
+                             "of memory; check the dims that make this shape" % (what, shape, nbytes, memory))
 
     def reshape_like(self, other):
         self.reshape(other.shape)

@@ -256,6 +256,7 @@ class Net:
                 else:
                     bid = len(self._blobs)
                     self._blobs.append(Blob())
+                    self._blobs[-1].name = name
                     self._blob_names.append(name)
                     self._blob_index[name] = bid
                     self._blob_need_backward.append(False)
@@ -273,6 +274,10 @@ class Net:
                 if "layer '%s'" % lp.name in str(e):
                     raise
                 raise type(e)("%s: layer '%s' (%s): %s" % (src, lp.name, lp.type, e)) from None
+            except MemoryError:
+                raise ShapeError("%s: layer '%s' (%s): not enough memory to set it up (tops %s); check its "
+                                 "parameters and the shapes of its bottoms %s"
+                                 % (src, lp.name, lp.type, list(lp.top), [b.shape for b in bottom_blobs])) from None
 
             # Parameters: owned here, or shared by ParamSpec name.
             nparams = len(layer.blobs)
@@ -439,6 +444,12 @@ class Net:
         except ValueError:
             raise ConfigError("%s: no layer named '%s' in the net" % (what, name)) from None
 
+    def _out_of_memory(self, li, what):
+        layer = self.layers[li]
+        return ShapeError("layer '%s' (%s): not enough memory for its %s (bottoms %s, tops %s)"
+                          % (layer.name, layer.param.type, what, [b.shape for b in self._bottom(li)],
+                             [t.shape for t in self._top(li)]))
+
     def _named(self, layer, error):
         """`error` with the layer's name in front, unless it names it already."""
         if "layer '%s'" % layer.name in str(error):
@@ -469,6 +480,8 @@ class Net:
                 loss += layer.run_forward(self._bottom(li), self._top(li))
             except CaffeError as e:
                 raise self._named(layer, e) from None
+            except MemoryError:
+                raise self._out_of_memory(li, "forward") from None
             for fn in after:
                 fn(li)
             li += 1
@@ -538,6 +551,8 @@ class Net:
                     layer.backward(self._top(li), self._bottom_need_backward[li], self._bottom(li))
                 except CaffeError as e:
                     raise self._named(layer, e) from None
+                except MemoryError:
+                    raise self._out_of_memory(li, "backward") from None
             for fn in after:
                 fn(li)
             li -= 1

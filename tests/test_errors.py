@@ -125,3 +125,29 @@ def test_forward_with_wrong_inputs(tmp_path):
     net = caffe.Net(write(tmp_path, SMALL), caffe.TEST)
     with pytest.raises(ConfigError, match="do not match the net inputs"):
         net.forward(z=np.zeros((2, 3, 6, 6)))
+
+
+@pytest.mark.parametrize("dims, what", [
+    ("dim: 999999999", "more than this machine's"),                   # 8 GB with its diff, on a 1 GB machine
+    ("dim: 100000 dim: 100000", "more than the 2147483647 values"),    # 1e10 values: past INT_MAX
+    ("dim: 999999999 dim: 999999999 dim: 3", "more than the 2147483647 values"),
+])
+def test_absurd_blob_sizes_are_our_error_not_memory_error(tmp_path, monkeypatch, dims, what):
+    from pycaffe_lite import blob
+    monkeypatch.setattr(blob, "_memory_bytes", lambda: 1 << 30)
+    path = tmp_path / "huge.prototxt"
+    path.write_text('layer { name: "in" type: "Input" top: "big" input_param { shape { %s } } }' % dims)
+    with pytest.raises(caffe.ShapeError) as e:
+        caffe.Net(str(path), caffe.TEST)
+    message = str(e.value)
+    assert "layer 'in'" in message and "blob 'big'" in message and what in message and "bytes" in message
+    assert "(%s" % dims.split()[1] in message          # the shape asked for
+
+
+def test_absurd_sizes_from_the_command_line_are_one_line(tmp_path, capsys):
+    from pycaffe_lite.tools import caffe as caffe_tool
+    path = tmp_path / "huge.prototxt"
+    path.write_text('layer { name: "in" type: "Input" top: "big" input_param { shape { dim: 100000 dim: 100000 } } }')
+    assert caffe_tool.main(["time", "--model=" + str(path), "--iterations=1"]) == 2
+    err = capsys.readouterr().err
+    assert "INT_MAX" in err and "Traceback" not in err and "MemoryError" not in err
