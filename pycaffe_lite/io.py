@@ -69,6 +69,10 @@ def _image_bytes(source):
     """The encoded bytes of an image given as scikit-image's imread takes it:
     a path (str or os.PathLike), a URL, or a file-like object."""
     if hasattr(source, "read"):
+        # from its start, as imread's readers (Pillow, imageio) read one,
+        # e.g. a BytesIO just written to
+        if getattr(source, "seekable", lambda: False)():
+            source.seek(0)
         return source.read(), getattr(source, "name", "the file object")
     name = os.fspath(source)
     if isinstance(name, bytes):

@@ -78,6 +78,9 @@ def test_load_image_takes_paths_urls_and_file_objects(tmp_path):
     np.testing.assert_array_equal(want, bgr[:, :, ::-1] / np.float32(255.0))
     np.testing.assert_array_equal(caffe.io.load_image(pathlib.Path(path)), want)
     np.testing.assert_array_equal(caffe.io.load_image(pyio.BytesIO(path.read_bytes())), want)
+    written = pyio.BytesIO()                  # just written to, at its end (as PIL's save leaves it)
+    written.write(path.read_bytes())
+    np.testing.assert_array_equal(caffe.io.load_image(written), want)
     with open(path, "rb") as f:
         np.testing.assert_array_equal(caffe.io.load_image(f, color=False),
                                       caffe.io.load_image(str(path), color=False))
