@@ -20,6 +20,7 @@ def blobproto_to_array(blob, return_diff=False):
 
 
 def array_to_blobproto(arr, diff=None):
+    arr = np.asarray(arr)
     blob = caffe_pb2.BlobProto()
     blob.shape.dim.extend(arr.shape)
     blob.data.extend(np.asarray(arr, np.float64).ravel().tolist())

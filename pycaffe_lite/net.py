@@ -4,6 +4,7 @@ The steps follow Caffe's Net::Init: upgrade old formats, keep the layers whose
 include/exclude rules meet the NetState, insert Split layers where one top
 feeds several bottoms, set up each layer in order, then work out which layers
 and blobs need backward."""
+import os
 from collections import OrderedDict
 
 import numpy as np
@@ -116,6 +117,13 @@ def insert_splits(param, source="net"):
 
 # ---------------------------------------------------------------- the net
 
+def _path(name):
+    """A file name given as str, bytes or os.PathLike, as a str."""
+    if isinstance(name, (bytes, os.PathLike)):
+        return os.fsdecode(name)
+    return str(name)
+
+
 def _phase_value(phase):
     if phase in (TRAIN, TEST):
         return phase
@@ -138,7 +146,7 @@ class Net:
             param, source = pb.NetParameter(), "NetParameter"
             param.CopyFrom(model)
         else:
-            source = str(model)
+            source = _path(model)
             param = protoio.read_net_text(source)
         state = pb.NetState(phase=phase, level=level)
         state.stage.extend(stages or [])
@@ -167,9 +175,9 @@ class Net:
         phase = kwargs.pop("phase", None)
         if kwargs:
             raise TypeError("Net() got unexpected arguments: %s" % ", ".join(sorted(kwargs)))
-        if args and isinstance(args[0], str) and not isinstance(args[0], bool) \
-                and args[0].upper() not in ("TRAIN", "TEST"):
-            weights = args.pop(0)          # the older Net(model, weights, phase)
+        if args and (isinstance(args[0], (bytes, os.PathLike)) or
+                     (isinstance(args[0], str) and args[0].upper() not in ("TRAIN", "TEST"))):
+            weights = _path(args.pop(0))   # the older Net(model, weights, phase)
         if args:
             phase = args.pop(0)
         if args:
@@ -182,7 +190,7 @@ class Net:
             raise TypeError("Net() takes at most 4 positional arguments after the model")
         if phase is None:
             raise TypeError("Net() needs a phase: caffe.Net(model, caffe.TEST) or caffe.TRAIN")
-        return _phase_value(phase), weights, int(level), list(stages or [])
+        return _phase_value(phase), (None if weights is None else _path(weights)), int(level), list(stages or [])
 
     # -- building --------------------------------------------------------
     def _init(self, param, state):
@@ -711,7 +719,7 @@ class Net:
         if isinstance(weights, pb.NetParameter):
             source, where = weights, "NetParameter"
         else:
-            where = str(weights)
+            where = _path(weights)
             source = protoio.read_net_binary(where)
         upgrade_net(source, where)
         for sl in source.layer:
@@ -790,4 +798,4 @@ class Net:
 
     def save(self, path):
         """Write the weights as a binary .caffemodel (atomically)."""
-        protoio.write_binary(str(path), self.to_proto())
+        protoio.write_binary(_path(path), self.to_proto())

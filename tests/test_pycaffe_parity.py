@@ -576,3 +576,31 @@ def test_coord_map_errors():
     n.up = L.Deconvolution(n.deconv, num_output=10, kernel_size=4, stride=2)
     with pytest.raises(AssertionError, match="scale mismatch"):
         crop(n.up, n.data)
+
+
+def test_argument_types_pycaffe_takes(tiny, tmp_path):
+    """Paths as str, bytes or pathlib, phases as ints, shapes and orders as
+    lists, tuples or numpy integers, scales as numpy floats, images as lists."""
+    import pathlib
+    model, weights, image = tiny
+    a = caffe.Net(pathlib.Path(model), pathlib.Path(weights), np.int64(caffe.TEST))
+    b = caffe.Net(model.encode(), 1, weights=pathlib.Path(weights))
+    x = np.random.RandomState(0).rand(*a.blobs["data"].shape)
+    np.testing.assert_array_equal(a.forward(data=x.tolist())["prob"], b.forward(data=x)["prob"])
+    a.blobs["data"].reshape(np.int64(1), np.int32(3), 12, 12)
+    assert a.blobs["data"].shape == (1, 3, 12, 12)
+    a.blobs["data"].reshape([2, 3, 12, 12])
+    assert a.blobs["data"].data.shape == (2, 3, 12, 12)
+    a.save(pathlib.Path(tmp_path / "w.caffemodel"))
+    b.copy_from(str(tmp_path / "w.caffemodel").encode())
+    t = caffe.io.Transformer({"data": [1, 3, 12, 12]})
+    t.set_transpose("data", [2, 0, 1])
+    t.set_channel_swap("data", [2, 1, 0])
+    t.set_raw_scale("data", np.float32(255))
+    t.set_mean("data", [10.0, 20.0, 30.0])
+    im = np.random.RandomState(1).rand(12, 12, 3)
+    np.testing.assert_array_equal(t.preprocess("data", im.tolist()), t.preprocess("data", im))
+    proto = caffe.io.array_to_blobproto([[1.0, 2.0], [3.0, 4.0]])
+    np.testing.assert_array_equal(caffe.io.blobproto_to_array(proto), [[1, 2], [3, 4]])
+    assert caffe.io.oversample(np.zeros((2, 8, 8, 3)), [4, 4]).shape == (20, 4, 4, 3)
+    assert caffe.io.resize_image(np.zeros((8, 8, 3)), np.array([4, 6])).shape == (4, 6, 3)
