@@ -32,10 +32,11 @@ setup(
         "mpi": ["mpi4py", "mpich"],
         "cluster": ["dask[distributed]"],
         "test": ["pytest", "grpcio-tools==1.85.1", "matplotlib", "scikit-learn", "h5py", "plyvel", "scikit-image", "pydot", "mpi4py", "mpich",
-                 "dask[distributed]"],
+                 "dask[distributed]", "onnx", "onnxruntime"],
         "hdf5": ["h5py"],
         "leveldb": ["plyvel"],
         "draw": ["pydot"],
+        "onnx": ["onnx"],
         "bench": ["torch==2.13.0"],
     },
 )

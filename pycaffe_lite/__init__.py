@@ -28,6 +28,14 @@ from .net_spec import NetSpec, layers, params, to_proto
 from .classifier import Classifier
 from .detector import Detector
 from . import coord_map, detector, draw, pycaffe  # noqa: F401  (pycaffe's module names)
+
+
+def export_onnx(net, path, opset=17, dynamic_batch=False, outputs=(), transformer=None, bake_transform=False):
+    """Write a net (its weights as they are now) as an ONNX model that computes
+    what Caffe computes; see pycaffe_lite.onnx_export.export."""
+    from .onnx_export import export
+    return export(net, path, opset=opset, dynamic_batch=dynamic_batch, outputs=outputs, transformer=transformer,
+                  bake_transform=bake_transform)
 from .solver import (AdaDeltaSolver, AdaGradSolver, AdamSolver, NesterovSolver, RMSPropSolver, SGDSolver,
                      Solver, get_solver)
 
@@ -39,5 +47,5 @@ __all__ = [
     "ConfigError", "FormatError", "Layer", "Net", "ShapeError", "TEST", "TRAIN", "NCCL", "Timer", "caffe_pb2",
     "layer_type_list", "set_device", "set_mode_cpu", "set_mode_gpu", "set_random_seed", "init_log", "log",
     "has_nccl", "solver_count", "set_solver_count", "solver_rank", "set_solver_rank", "set_multiprocess",
-    "cpu_engine", "set_cpu_engine", "set_num_threads", "num_threads",
+    "cpu_engine", "set_cpu_engine", "set_num_threads", "num_threads", "export_onnx",
 ]
