@@ -1,6 +1,7 @@
 """Published architectures on the CPU, next to OpenCV's dnn module (reading the
-very same prototxt and .caffemodel, fusion on and off) and PyTorch (the same
-net and weights, benchmarks/torch_nets.py):
+very same prototxt and .caffemodel, fusion on and off), PyTorch (the same
+net and weights, benchmarks/torch_nets.py) and onnxruntime (running our ONNX
+export of them, caffe.export_onnx):
 
     python benchmarks/bench_zoo_cpu.py [--iters 10] [--nets googlenet,resnet50,...] [--train-batch 4]
 
@@ -86,6 +87,13 @@ def one(impl, name, work, iters, mode, batch):
 
             def fwd():
                 return net.forward(data=x)[out]
+        elif impl == "onnxruntime":
+            import onnxruntime as ort
+            sess = ort.InferenceSession(os.path.join(work, name + ".onnx"), providers=["CPUExecutionProvider"])
+            feed = sess.get_inputs()[0].name
+
+            def fwd():
+                return sess.run(None, {feed: x})[0]
         elif impl.startswith("opencv"):
             import cv2
             cv_net = cv2.dnn.readNetFromCaffe(model, weights)
@@ -141,6 +149,10 @@ def prepare(name, work):
             blobs[2].data[...] = 1
     net.save(os.path.join(work, name + ".caffemodel"))
     np.save(os.path.join(work, name + ".npy"), rng.rand(*net.blobs["data"].shape).astype(np.float32))
+    try:
+        caffe.export_onnx(net, os.path.join(work, name + ".onnx"))        # for the onnxruntime column
+    except Exception as e:            # no onnx package: that column stays empty
+        print("(no ONNX export: %s)" % e)
 
 
 def main():
@@ -155,10 +167,10 @@ def main():
         return one(impl, name, work, args.iters, mode, int(batch))
     import numpy as np
     work = tempfile.mkdtemp()
-    impls = ["ours", "opencv", "opencv_nofusion", "torch"]
+    impls = ["ours", "opencv", "opencv_nofusion", "torch", "onnxruntime"]
     print("Forward at batch 1, ms best / median of %d [peak RSS MB]; ratio = ours / theirs (best):" % args.iters)
-    print("%-11s %20s %20s %20s %20s   %s" % ("net", "ours", "OpenCV (fusion)", "OpenCV (no fusion)",
-                                             "PyTorch", "ratios"))
+    print("%-11s %20s %20s %20s %20s %20s   %s" % ("net", "ours", "OpenCV (fusion)", "OpenCV (no fusion)",
+                                                  "PyTorch", "onnxruntime (ours)", "ratios"))
     for name in args.nets.split(","):
         prepare(name, work)
         r = {impl: _child(args, impl, name, work, "forward") for impl in impls}
@@ -173,8 +185,8 @@ def main():
             return "%7.1f / %5.1f [%4.0f]" % (v["best"], v["median"], v["rss"]) if v else "%20s" % "failed"
         ratios = ", ".join("%.2fx %s" % (r["ours"]["best"] / r[i]["best"], i) for i in impls[1:]
                            if r["ours"] and r[i])
-        print("%-11s %s %s %s %s   %s" % (name, cell(r["ours"]), cell(r["opencv"]), cell(r["opencv_nofusion"]),
-                                          cell(r["torch"]), ratios))
+        print("%-11s %s %s %s %s %s   %s" % (name, cell(r["ours"]), cell(r["opencv"]), cell(r["opencv_nofusion"]),
+                                             cell(r["torch"]), cell(r["onnxruntime"]), ratios))
     if args.train_batch and "resnet50" in args.nets.split(","):
         print("\nResNet-50 training (forward+backward), batch %d, ms best / median [peak RSS MB]:" % args.train_batch)
         r = {impl: _child(args, impl, "resnet50", work, "train", args.train_batch) for impl in ("ours", "torch")}

@@ -129,6 +129,8 @@ class _Exporter:
     def export_layers(self, layers, params, bottoms_of, tops_of, prefix=""):
         for layer, lp, bottoms, tops in zip(layers, params, bottoms_of, tops_of):
             if lp.type in DATA_LAYERS:
+                if all(prefix + t in self.tensor for t in tops):
+                    continue             # bound already (a recurrent net's inputs and states)
                 for t in tops:
                     shape = self.shape_of(prefix + t)
                     baked = self.preprocess and self.preprocess(self, prefix + t, lp, shape)
@@ -570,7 +572,7 @@ def _lstm_unit(ex, layer, lp, ins, tops, prefix):
     """Caffe's LSTMUnit: gates i, f, o, g; f masked by cont; c, then h."""
     g = ex.g
     c_prev, x, cont = ins
-    h = layer.hidden
+    h = layer.h
     i, f, o, gg = g.split(x, [h] * 4, 2, tops[0] + "_gates")
     i = g.op("Sigmoid", [i], tops[0] + "_i")
     f = g.op("Mul", [g.op("Sigmoid", [f], tops[0] + "_f"),
@@ -722,7 +724,11 @@ def export(net, path, opset=17, dynamic_batch=False, outputs=(), transformer=Non
     ex = _Exporter(net, int(opset), dynamic_batch, _preprocessor(transformer) if bake_transform else None)
     params = net._param.layer
     ex.export_layers(net.layers, params, [list(p.bottom) for p in params], [list(p.top) for p in params])
-    wanted = list(net.outputs) + [o for o in outputs if o not in net.outputs]
+    # Caffe's outputs are the blobs nothing reads: a data layer's label among
+    # them is an input, not a result (unless asked for)
+    given = {blob for blob, _, _ in ex.inputs}
+    wanted = [o for o in net.outputs if o not in given or o in outputs]
+    wanted += [o for o in outputs if o not in wanted]
     for name in wanted:
         if name not in ex.tensor:
             raise ExportError("'%s' is not a blob of this net (its blobs: %s)" % (name, ", ".join(net.blobs)))

@@ -65,7 +65,7 @@ def _with_inputs(param, shapes, source):
     for lp in param.layer:
         if lp.type not in DATA_LAYERS or lp.type == "Input":
             continue
-        if not all(t in shapes for t in lp.top):
+        if lp.top[0] not in shapes:
             continue
         transform = pb.TransformationParameter()
         transform.CopyFrom(lp.transform_param)
@@ -77,8 +77,9 @@ def _with_inputs(param, shapes, source):
         lp.exclude.extend(keep["exclude"])
         if transform.ListFields():
             lp.transform_param.CopyFrom(transform)
-        for t in keep["top"]:
-            lp.input_param.shape.add().dim.extend(shapes[t])
+        for i, t in enumerate(keep["top"]):
+            # a label not given: one per item of the batch, as data layers make it
+            lp.input_param.shape.add().dim.extend(shapes.get(t, shapes[keep["top"][0]][:1] if i else None))
             used.add(t)
     unknown = set(shapes) - used
     if unknown:
