@@ -11,6 +11,8 @@ def fill(blob, filler_param):
     fn = _FILLERS.get(kind)
     if fn is None:
         raise ConfigError("unknown filler type '%s' (known: %s)" % (kind, ", ".join(sorted(_FILLERS))))
+    if not blob.count:
+        return                    # nothing to fill (a blob with a zero dim)
     values = fn(blob, filler_param, backend.rng())
     blob.data[...] = np.asarray(values).reshape(blob.shape)
 

@@ -29,7 +29,7 @@ def _read_bytes(path, what):
 
 def parse_text(text, msg, source="<string>"):
     try:
-        text_format.Merge(text, msg)
+        text_format.Parse(text, msg)
     except text_format.ParseError as e:
         line, col = getattr(e, "_line", None), getattr(e, "_column", None)
         detail = str(e)

@@ -65,6 +65,7 @@ class Solver:
             backend.set_random_seed(p.random_seed + backend.solver_rank())
         glog.info("Initializing solver from parameters: \n%s", str(p))
         self.iter = 0
+        self._check_values()
         self._check_snapshot_prefix()
         self.net = self._train_net()
         self.test_nets = self._test_nets()
@@ -82,6 +83,34 @@ class Solver:
         self._callbacks = []          # objects with on_start() and on_gradients_ready()
         self.comm = None              # the communicator of a data-parallel run (parallel.DataParallel sets it)
         glog.info("Solver scaffolding done.")
+
+    # Caffe's CHECKs on solver values, made here at construction (Caffe makes
+    # some of them only at the first update)
+    _GAMMA_POLICIES = ("step", "exp", "inv", "multistep", "sigmoid")
+    _POLICIES = ("fixed",) + _GAMMA_POLICIES + ("poly",)
+
+    def _check_values(self):
+        p = self.param
+
+        def refuse(field, why):
+            raise ConfigError("%s: %s %s" % (self._source, field, why))
+        if p.average_loss < 1:
+            refuse("average_loss", "must be at least 1 (the number of losses averaged for display), got %d"
+                   % p.average_loss)
+        if p.iter_size < 1:
+            refuse("iter_size", "must be at least 1 (forward/backward passes per update), got %d" % p.iter_size)
+        if p.lr_policy not in self._POLICIES:
+            refuse("lr_policy", "'%s' is not a learning rate policy (%s)" % (p.lr_policy, ", ".join(self._POLICIES)))
+        if p.lr_policy in ("step", "sigmoid") and p.stepsize <= 0:
+            refuse("stepsize", "must be positive with lr_policy \"%s\", got %d" % (p.lr_policy, p.stepsize))
+        if p.lr_policy in self._GAMMA_POLICIES and p.gamma < 0:
+            refuse("gamma", "must not be negative with lr_policy \"%s\", got %g" % (p.lr_policy, p.gamma))
+        if p.type in ("AdaGrad", "RMSProp") and p.momentum != 0:
+            refuse("momentum", "cannot be used with %s (got %g); remove it" % (p.type, p.momentum))
+        if p.type == "RMSProp" and not 0 <= p.rms_decay < 1:
+            refuse("rms_decay", "should lie between 0 and 1 (0 included), got %g" % p.rms_decay)
+        if p.test_interval < 0:
+            refuse("test_interval", "must not be negative, got %d" % p.test_interval)
 
     # -- nets --------------------------------------------------------------
     def _train_net(self):
@@ -114,10 +143,12 @@ class Solver:
         sources = [(protoio.read_net_text(self._existing(f, "test net")), f) for f in p.test_net]
         sources += [(n, "test_net_param") for n in p.test_net_param]
         generic = p.HasField("net") or p.HasField("net_param")
+        if (len(p.test_iter) < len(sources)) if generic else (len(p.test_iter) != len(sources)):
+            raise ConfigError("%s: test_iter must be given once per test net (%d test net%s, %d test_iter)"
+                              % (self._source, len(sources), "" if len(sources) == 1 else "s", len(p.test_iter)))
         n_generic = len(p.test_iter) - len(sources) if generic else 0
-        if len(p.test_iter) != len(sources) + n_generic:
-            raise ConfigError("%s: test_iter must be given once per test net (%d test nets, %d test_iter)"
-                              % (self._source, len(sources) + n_generic, len(p.test_iter)))
+        if any(t < 0 for t in p.test_iter):
+            raise ConfigError("%s: test_iter must not be negative, got %s" % (self._source, list(p.test_iter)))
         if len(p.test_state) not in (0, len(sources) + n_generic):
             raise ConfigError("%s: test_state must be given once per test net, or not at all" % self._source)
         if generic and n_generic:
@@ -138,6 +169,9 @@ class Solver:
             nets.append(Net._from_param(net_param, state, where))
         if p.test_interval and not nets and len(p.test_iter):
             raise ConfigError("%s: test_iter given but no test net" % self._source)
+        if nets and p.test_interval <= 0:
+            raise ConfigError("%s: test_interval must be positive when there are test nets (%d), got %d"
+                              % (self._source, len(nets), p.test_interval))
         return nets
 
     # -- the loop ----------------------------------------------------------
@@ -179,9 +213,9 @@ class Solver:
                 cb.on_start()
             display = p.display and self.iter % p.display == 0
             loss = 0.0
-            for _ in range(max(1, p.iter_size)):
+            for _ in range(p.iter_size):
                 loss += float(f32(self.net.forward_backward()))
-            loss = float(f32(loss / max(1, p.iter_size)))
+            loss = float(f32(loss / p.iter_size))
             if not math.isfinite(loss):
                 self._diverged(loss)
             self._update_smoothed_loss(loss, start_iter)
@@ -263,6 +297,7 @@ class Solver:
             self.restore(resume_file)
         start_iter = self.iter
         self.step(p.max_iter - self.iter)
+        self._check_weights()                 # the last update's result, which no loss has seen
         if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0):
             self.snapshot()
         if self.early_exit:
@@ -304,7 +339,8 @@ class Solver:
             glog.info("Test loss: %s", _fmt(loss / p.test_iter[i]))
         n = f32(p.test_iter[i])
         self.last_test_scores = {name: s / n for name, s in zip(net.outputs, scores or [])}
-        self._log_outputs(net, "Test", lambda v: v / n, scores)
+        if scores is not None:         # test_iter 0: Caffe averages nothing and prints nothing
+            self._log_outputs(net, "Test", lambda v: v / n, scores)
 
     # -- the update ----------------------------------------------------------
     def apply_update(self):
@@ -377,6 +413,8 @@ class Solver:
             raise ConfigError("%s: snapshot is specified (every %d iterations) but snapshot_prefix is not"
                               % (self._source, p.snapshot))
         probe = self._filename(".tempfile")
+        if "\0" in probe:
+            raise ConfigError("%s: snapshot_prefix holds a NUL byte; give a file path" % self._source)
         try:
             with open(probe, "w"):
                 pass
@@ -421,10 +459,21 @@ class Solver:
                 h[...] = backend.xp().asarray(f["history/%d" % i][...])
         self.net.load_hdf5(model)
 
+    def _check_weights(self):
+        """A snapshot of NaN weights is never written: say why instead."""
+        names = {id(b): "%s[%d]" % (layer, i) for layer, blobs in self.net.params.items() for i, b in enumerate(blobs)}
+        bad = [names.get(id(b), "?") for b in self.net.learnable_params
+               if not np.isfinite(b.engine_data().read()).all()]
+        if bad:
+            raise DivergenceError("the weights became NaN or infinite (%s) in the update of iteration %d; no "
+                                  "snapshot of them is written. Lower base_lr, or clip gradients (clip_gradients)"
+                                  % (", ".join(bad[:4]) + (", ..." if len(bad) > 4 else ""), self.iter - 1))
+
     def snapshot(self):
         """Write the weights and the solver state; in a data-parallel run every
         solver takes part (their data positions are gathered) and rank 0
         writes. Returns the .solverstate path (None on the other ranks)."""
+        self._check_weights()
         streams = self._streams()
         if self.comm is not None and self.comm.size > 1:
             streams = self.comm.allgather(streams)
@@ -507,6 +556,12 @@ class Solver:
             blob = Blob(h.shape)
             blob.from_proto(proto, reshape=False)
             h[...] = backend.xp().asarray(blob.data)
+        if state.iter < 0:
+            raise FormatError("%s: iter is %d; a solver state starts at iteration 0 or later" % (path, state.iter))
+        if self.param.lr_policy == "multistep" and not 0 <= state.current_step <= len(self.param.stepvalue):
+            raise FormatError("%s: current_step is %d, but this solver's multistep policy has steps 0 to %d "
+                              "(stepvalue given %d times)" % (path, state.current_step, len(self.param.stepvalue),
+                                                             len(self.param.stepvalue)))
         self.iter = state.iter
         self.current_step = state.current_step
         self._last_step_logged = self.current_step
@@ -517,10 +572,17 @@ class Solver:
             rng_state = state.random_state
             for entry in state.data_state:
                 if entry.layer in layers:
-                    layers[entry.layer].set_state(entry.records_read, entry.random_state)
+                    if entry.records_read < 0:
+                        raise FormatError("%s: data_state of layer '%s': records_read is %d; it counts records "
+                                          "read, 0 or more" % (path, entry.layer, entry.records_read))
+                    random_state = entry.random_state and _random_state(
+                        entry.random_state, "data_state of layer '%s'" % entry.layer, path,
+                        layers[entry.layer].rng)
+                    layers[entry.layer].set_state(entry.records_read, random_state)
                 elif rank and entry.layer == prefix + "random_state":
                     rng_state = entry.random_state
             if rng_state:
+                _random_state(rng_state, "random_state", path, backend.rng())
                 backend.rng().bit_generator.state = json.loads(rng_state.decode())
         if len(state.layer_state) and self._root():       # rank 0's recurrent state only
             layers = dict(self._layers_with("carried_state"))
@@ -528,6 +590,21 @@ class Solver:
                 if entry.layer in layers:
                     for proto, blob in zip(entry.blobs, layers[entry.layer].carried_state()):
                         blob.from_proto(proto)
+
+
+def _random_state(raw, field, path, generator):
+    """Our .solverstate's random stream `raw`, checked to be one `generator`
+    takes (it is returned as given); a clear error naming the field if not."""
+    try:
+        state = json.loads(raw.decode("utf-8"))
+        if not isinstance(state, dict) or state.get("bit_generator") != generator.bit_generator.state["bit_generator"]:
+            raise ValueError("not a %s state" % generator.bit_generator.state["bit_generator"])
+        probe = type(generator.bit_generator)()
+        probe.state = state
+    except (UnicodeDecodeError, ValueError, TypeError, KeyError) as e:
+        raise FormatError("%s: %s is not a random stream this solver can resume (%s); the file is damaged, or "
+                          "was not written by pycaffe_lite" % (path, field, e)) from None
+    return raw
 
 
 class _Callback:

@@ -65,15 +65,28 @@ def decode_datum(datum, force_color=False, force_gray=False, key=None):
     if datum.encoded:
         cv2 = _cv2()
         flag = cv2.IMREAD_COLOR if force_color else cv2.IMREAD_GRAYSCALE if force_gray else cv2.IMREAD_UNCHANGED
-        img = cv2.imdecode(np.frombuffer(datum.data, np.uint8), flag)
+        img = None
+        if datum.data:
+            try:
+                img = cv2.imdecode(np.frombuffer(datum.data, np.uint8), flag)
+            except cv2.error:
+                img = None
         if img is None:
-            raise FormatError("cannot decode the encoded image%s" % where)
+            raise FormatError("cannot decode the encoded image%s: %s" % (
+                where, "it holds no bytes" if not datum.data else "%d bytes that OpenCV cannot read as an image"
+                % len(datum.data)))
+        if img.dtype != np.uint8:
+            # Caffe's CHECK: the pixels of an encoded Datum are bytes
+            raise FormatError("the encoded image%s has %s pixels: image data type must be unsigned byte "
+                              "(8 bits per channel); convert it to 8 bits before writing the database"
+                              % (where, img.dtype))
         if img.ndim == 2:
             img = img[:, :, None]
-        if img.dtype != np.uint8:
-            img = img.astype(np.uint8)
         return img.transpose(2, 0, 1)
     c, h, w = datum.channels, datum.height, datum.width
+    if c <= 0 or h <= 0 or w <= 0:
+        raise FormatError("record%s is %d x %d x %d (channels x height x width): every size must be positive; "
+                          "is it an empty or damaged record?" % (where, c, h, w))
     if datum.data:
         if len(datum.data) != c * h * w:
             raise FormatError("record%s holds %d bytes but claims %dx%dx%d"
@@ -92,6 +105,9 @@ def decode_datum(datum, force_color=False, force_gray=False, key=None):
 
 
 def parse_datum(value, key=None):
+    if not value:
+        raise FormatError("record %r has no value: a database of Datums holds one per key (this one holds keys "
+                          "only, or was damaged)" % (key,))
     d = pb.Datum()
     try:
         d.ParseFromString(value)

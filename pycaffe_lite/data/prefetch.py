@@ -17,7 +17,9 @@ def _stop_all():
 
 class Prefetcher:
     def __init__(self, produce, depth=3, name="prefetch"):
-        self._produce = produce
+        # A bound method is held weakly: the thread must not keep its layer
+        # (and the database the layer reads) alive once the net is dropped.
+        self._produce = weakref.WeakMethod(produce) if hasattr(produce, "__self__") else (lambda: produce)
         self._queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -26,10 +28,14 @@ class Prefetcher:
 
     def _run(self):
         while not self._stop.is_set():
+            produce = self._produce()
+            if produce is None:             # its layer is gone
+                return
             try:
-                item = (True, self._produce())
+                item = (True, produce())
             except BaseException as e:      # handed to the consumer, which raises it
                 item = (False, e)
+            del produce
             while not self._stop.is_set():
                 try:
                     self._queue.put(item, timeout=0.1)

@@ -17,6 +17,9 @@ def load_mean_file(path):
     values = repeated_floats(proto, "data")
     if len(shape) == 4 and shape[0] == 1:
         shape = shape[1:]
+    if any(d <= 0 for d in shape):
+        raise ShapeError("%s: the mean's shape %s has a size that is not positive; the file is damaged or not a "
+                         "mean image" % (path, shape))
     if len(shape) != 3 or int(np.prod(shape)) != values.size:
         raise ShapeError("%s: the mean must be 1 x C x H x W, got shape %s with %d values"
                          % (path, shape, values.size))

@@ -126,8 +126,11 @@ class DataLayer(_PrefetchingLayer):
 
     def _decode(self, key, value):
         t = self.param.transform_param
-        datum = parse_datum(value, key)
-        return decode_datum(datum, t.force_color, t.force_gray, key), datum.label
+        try:
+            datum = parse_datum(value, key)
+            return decode_datum(datum, t.force_color, t.force_gray, key), datum.label
+        except FormatError as e:
+            raise FormatError("%s: %s" % (self.param.data_param.source, e)) from None
 
     def rewind(self, records_read):
         self.reader.seek_first()

@@ -30,7 +30,10 @@ def mean_of_db(path, backend="lmdb", scheduler="", timeout=10):
     glog.info("Starting iteration")
     for _ in tqdm(range(n), unit="rec", disable=None, desc="compute_image_mean"):
         key, value = reader.next()
-        img = decode_datum(parse_datum(value, key), key=key)
+        try:
+            img = decode_datum(parse_datum(value, key), key=key)
+        except FormatError as e:
+            raise FormatError("%s: %s" % (path, e)) from None
         if total is None:
             total = np.zeros(img.shape, np.float32)
         elif img.shape != total.shape:
