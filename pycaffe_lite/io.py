@@ -16,7 +16,11 @@ def blobproto_to_array(blob, return_diff=False):
     """A BlobProto as a float64 array, as pycaffe returns it (legacy 4-D
     protos keep their N x C x H x W shape)."""
     values = repeated_floats(blob, "diff" if return_diff else "data")
-    return np.array(values, dtype=np.float64).reshape(proto_shape(blob))
+    shape = proto_shape(blob)
+    if any(d < 0 for d in shape) or int(np.prod(shape, dtype=np.float64)) != values.size:
+        raise ShapeError("the BlobProto's shape %s does not hold its %d %s values (a damaged or hand-edited "
+                         "file?)" % (shape, values.size, "diff" if return_diff else "data"))
+    return np.array(values, dtype=np.float64).reshape(shape)
 
 
 def array_to_blobproto(arr, diff=None):

@@ -113,12 +113,21 @@ class Layer:
     def run_forward(self, bottom, top):
         """Reshape, compute the tops, and return this layer's weighted loss."""
         self.reshape(bottom, top)
+        if self.idle(bottom, top):
+            return 0.0
         self.forward(bottom, top)
         loss = 0.0
         for blob, w in zip(top, self.loss_weights):
             if w:
                 loss += w * float(blob.dev_data.sum(dtype="float64"))
         return loss
+
+    def idle(self, bottom, top):
+        """True for one of our layers between empty bottoms and empty tops
+        (a batch of 0): there is nothing to compute either way. A Python
+        layer always runs, as in Caffe."""
+        return (bool(bottom) and _REGISTRY.get(getattr(type(self), "type", None)) is type(self)
+                and not any(b.count for b in bottom) and not any(t.count for t in top))
 
     def forward(self, bottom, top):
         raise NotImplementedError

@@ -553,7 +553,7 @@ class Net:
                     continue
             for fn in before:
                 fn(li)
-            if self._layer_need_backward[li]:
+            if self._layer_need_backward[li] and not self.layers[li].idle(self._bottom(li), self._top(li)):
                 layer = self.layers[li]
                 try:
                     layer.backward(self._top(li), self._bottom_need_backward[li], self._bottom(li))

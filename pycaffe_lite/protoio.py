@@ -25,6 +25,8 @@ def _read_bytes(path, what):
         raise FormatError("%s: is a directory, expected %s" % (path, what)) from None
     except OSError as e:
         raise FormatError("%s: cannot read %s: %s" % (path, what, e.strerror)) from None
+    except ValueError:       # a NUL byte in the path
+        raise FormatError("%r: not a usable file name (it holds a NUL byte); expected %s" % (path, what)) from None
 
 
 def parse_text(text, msg, source="<string>"):

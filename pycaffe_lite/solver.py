@@ -197,6 +197,9 @@ class Solver:
     def step(self, iters):
         p = self.param
         start_iter, stop_iter = self.iter, self.iter + int(iters)
+        if stop_iter > 2 ** 31 - 1:
+            raise ConfigError("%d step(s) from iteration %d would go past iteration 2147483647, the largest a "
+                              ".solverstate holds" % (iters, self.iter))
         self._losses, self.smoothed_loss = [], 0.0
         timer, last_iter = time.time(), self.iter
         while self.iter < stop_iter:
@@ -551,7 +554,10 @@ class Solver:
                 raise FormatError("%s: history blob %d is %s but the parameter is %s; the state was written for "
                                   "another net" % (path, i, proto_shape(proto), h.shape))
         if state.learned_net:
-            self.net.copy_from(state.learned_net)
+            try:
+                self.net.copy_from(state.learned_net)
+            except FormatError as e:
+                raise FormatError("%s: its learned_net, the weights it resumes from: %s" % (path, e)) from None
         for proto, h in zip(state.history, self.history):
             blob = Blob(h.shape)
             blob.from_proto(proto, reshape=False)
@@ -565,11 +571,11 @@ class Solver:
         self.iter = state.iter
         self.current_step = state.current_step
         self._last_step_logged = self.current_step
+        rng_state = state.random_state
         if len(state.data_state):
             rank = backend.solver_rank()
             prefix = "rank%d/" % rank if rank else ""
             layers = dict((prefix + name, layer) for name, layer in self._layers_with("get_state"))
-            rng_state = state.random_state
             for entry in state.data_state:
                 if entry.layer in layers:
                     if entry.records_read < 0:
@@ -581,9 +587,9 @@ class Solver:
                     layers[entry.layer].set_state(entry.records_read, random_state)
                 elif rank and entry.layer == prefix + "random_state":
                     rng_state = entry.random_state
-            if rng_state:
-                _random_state(rng_state, "random_state", path, backend.rng())
-                backend.rng().bit_generator.state = json.loads(rng_state.decode())
+        if rng_state:
+            _random_state(rng_state, "random_state", path, backend.rng())
+            backend.rng().bit_generator.state = json.loads(rng_state.decode())
         if len(state.layer_state) and self._root():       # rank 0's recurrent state only
             layers = dict(self._layers_with("carried_state"))
             for entry in state.layer_state:

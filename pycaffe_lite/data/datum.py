@@ -61,7 +61,7 @@ def image_file_to_datum(path, label, height=0, width=0, is_color=True, encoding=
 
 def decode_datum(datum, force_color=False, force_gray=False, key=None):
     """The C x H x W array a Datum holds (uint8 for pixels, float32 for float_data)."""
-    where = " (record %r)" % key if key is not None else ""
+    where = " %r" % (key,) if key is not None else ""
     if datum.encoded:
         cv2 = _cv2()
         flag = cv2.IMREAD_COLOR if force_color else cv2.IMREAD_GRAYSCALE if force_gray else cv2.IMREAD_UNCHANGED
@@ -72,12 +72,12 @@ def decode_datum(datum, force_color=False, force_gray=False, key=None):
             except cv2.error:
                 img = None
         if img is None:
-            raise FormatError("cannot decode the encoded image%s: %s" % (
+            raise FormatError("cannot decode the encoded image of record%s: %s" % (
                 where, "it holds no bytes" if not datum.data else "%d bytes that OpenCV cannot read as an image"
                 % len(datum.data)))
         if img.dtype != np.uint8:
             # Caffe's CHECK: the pixels of an encoded Datum are bytes
-            raise FormatError("the encoded image%s has %s pixels: image data type must be unsigned byte "
+            raise FormatError("the encoded image of record%s has %s pixels: image data type must be unsigned byte "
                               "(8 bits per channel); convert it to 8 bits before writing the database"
                               % (where, img.dtype))
         if img.ndim == 2:

@@ -54,4 +54,7 @@ class Prefetcher:
 
     def close(self):
         self._stop.set()
-        self._thread.join(timeout=5)
+        # The thread may drop the layer's last reference itself (the layer is
+        # then closed from inside it); it is stopping already.
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout=5)

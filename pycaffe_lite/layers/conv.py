@@ -107,6 +107,8 @@ class _BaseConv(_Geometry, Layer):
             raise self.error("convolution_param needs num_output > 0")
         self.parse_geometry(bottom)
         self.group = int(p.group)
+        if self.group < 1:
+            raise self.error("group must be at least 1, got %d" % self.group)
         channels = bottom[0].shape[self.axis]
         self.num_output = int(p.num_output)
         if channels % self.group or self.num_output % self.group:
@@ -144,7 +146,7 @@ class _BaseConv(_Geometry, Layer):
         self._cols = [None] * len(bottom)
 
     def _as_nchw(self, a):
-        return a.reshape((-1,) + a.shape[self.axis:])
+        return a.reshape((int(np.prod(a.shape[:self.axis], dtype=np.int64)),) + a.shape[self.axis:])
 
     def _grouped_weight(self):
         w = self.blobs[0].dev_data
@@ -270,7 +272,7 @@ class ConvolutionLayer(_BaseConv):
             for s0, s1 in chunks:
                 cols = self._im2col(x[s0:s1], ("cols", i))
                 y = backend.scratch("conv_y", m * cols.shape[1], x.dtype).reshape(g, m // g, cols.shape[1])
-                xp.matmul(wg, cols.reshape(g, k // g, -1), out=y)
+                xp.matmul(wg, cols.reshape(g, k // g, cols.shape[1]), out=y)
                 y = y.reshape(m, s1 - s0, area)
                 if self.bias_term:
                     y += self.blobs[1].dev_data[:, None, None]
@@ -324,12 +326,12 @@ class ConvolutionLayer(_BaseConv):
                     cols = self._cols[i]
                     if cols is None:
                         cols = self._im2col(x[s0:s1], ("cols", i))
-                    colsg = cols.reshape(g, k // g, -1)
+                    colsg = cols.reshape(g, k // g, cols.shape[1])
                     self.blobs[0].add_matmul_to_diff(dyg, colsg.transpose(0, 2, 1))
                 if dx_all is not None:
                     dcols = backend.scratch("conv_dcols", k * n * area, x.dtype).reshape(g, k // g, n * area)
                     xp.matmul(wg.transpose(0, 2, 1), dyg, out=dcols)
-                    dx_all[s0:s1] = self.col2im(dcols.reshape(k, -1), x[s0:s1].shape, self.out_hw)
+                    dx_all[s0:s1] = self.col2im(dcols.reshape(k, n * area), x[s0:s1].shape, self.out_hw)
             self._cols[i] = None
 
 

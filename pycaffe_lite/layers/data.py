@@ -153,9 +153,9 @@ class DataLayer(_PrefetchingLayer):
                 self.reader.skip(count - 1)
                 self.records_read += count - 1
             try:
-                img, labels[i] = self._decode(key, value)
+                img, labels[i] = self._decode(key, value)         # names the database already
             except FormatError as e:
-                raise self.error("%s: %s" % (self.param.data_param.source, e), FormatError) from None
+                raise self.error(str(e), FormatError) from None
             if img.shape != self.record_shape:
                 raise self.error("record %r in %s is %s, but the first record is %s; every record must have "
                                  "the same size (use crop_size, or resize when converting)"

@@ -73,11 +73,12 @@ class BatchNormLayer(Layer):
         xp = self.xp
         shape = bottom[0].shape
         n, c = shape[0], (shape[1] if len(shape) > 1 else 1)
-        if self._dnnl_forward(bottom, top, (n, c, bottom[0].count // max(1, n * c))):
+        ncs = (n, c, int(np.prod(shape[2:], dtype=np.int64)))     # explicit: an empty batch too
+        if self._dnnl_forward(bottom, top, ncs):
             return
         x = bottom[0].dev_data
-        xs = x.reshape(n, c, -1)
-        ys = top[0].dev_data.reshape(n, c, -1)
+        xs = x.reshape(ncs)
+        ys = top[0].dev_data.reshape(ncs)
         if self.use_global:
             f = float(self.blobs[2].dev_data[0])
             f = 0.0 if f == 0 else 1.0 / f
@@ -88,7 +89,7 @@ class BatchNormLayer(Layer):
             # Caffe's order: per image and channel, the spatial sum times 1/m,
             # then summed over the batch; the same for the squared deviations.
             m = xs.shape[0] * xs.shape[2]
-            inv_m = np.float32(1.0 / m)
+            inv_m = np.float32(1.0 / m if m else np.inf)      # an empty batch: NaN statistics, as in Caffe
             mean = (xs.sum(axis=2) * inv_m).sum(axis=0)
             xp.subtract(xs, mean.reshape(1, c, 1), out=ys)
             var = (xp.einsum("ncs,ncs->nc", ys, ys) * inv_m).sum(axis=0)     # no squares array
@@ -112,7 +113,7 @@ class BatchNormLayer(Layer):
         xp = self.xp
         dy = top[0].dev_diff
         n = dy.shape[0]
-        dys = dy.reshape(n, self._std.shape[1], -1)
+        dys = dy.reshape(n, self._std.shape[1], int(np.prod(dy.shape[2:], dtype=np.int64)))
         dxs = bottom[0].dev_diff.reshape(dys.shape)
         if self.use_global:
             xp.divide(dys, self._std, out=dxs)

@@ -199,6 +199,9 @@ class _RecurrentLayer(Layer):
 
 
 def _inner_product(num_output, axis, weight_filler, bias_filler=None):
+    if num_output > 2 ** 31 - 1:
+        raise ShapeError("num_output makes the unrolled net's InnerProduct %d wide, more than a blob axis holds "
+                         "(2147483647)" % num_output)
     p = pb.InnerProductParameter(num_output=num_output, axis=axis, bias_term=bias_filler is not None)
     p.weight_filler.CopyFrom(weight_filler)
     if bias_filler is not None:
