@@ -323,6 +323,15 @@ def _bounded_work(text, most=20):
     return text_format.MessageToString(param)
 
 
+def _write_mutated(path, raw, message, bytes_odds, rng):
+    """The serialized `message` `raw` written to `path`, its bytes mutated
+    (with odds `bytes_odds`) or its fields."""
+    raw = mutate_bytes(raw, rng) if rng.random() < bytes_odds else \
+        mutate_message(message.FromString(raw), rng).SerializeToString()
+    with open(path, "wb") as f:
+        f.write(raw)
+
+
 def run_case(category, fx, rng, case_dir):
     import lmdb
     import numpy as np
@@ -374,11 +383,7 @@ def run_case(category, fx, rng, case_dir):
                 f.write(mutate_bytes(data, rng))
         mean = ""
         if category == "binaryproto":
-            raw = fx.mean
-            raw = mutate_bytes(raw, rng) if rng.random() < 0.5 else \
-                mutate_message(pb.BlobProto.FromString(raw), rng).SerializeToString()
-            with open(path("mean.binaryproto"), "wb") as f:
-                f.write(raw)
+            _write_mutated(path("mean.binaryproto"), fx.mean, pb.BlobProto, 0.5, rng)
             mean = 'mean_file: "%s"' % path("mean.binaryproto")
             caffe.io.blobproto_to_array(caffe.protoio.read_blob_proto(path("mean.binaryproto")))
         with open(path("net.prototxt"), "w") as f:
@@ -390,22 +395,14 @@ def run_case(category, fx, rng, case_dir):
         if category != "binaryproto":
             mean_of_db(db)
     elif category == "solverstate":
-        state = fx.solverstate
-        state = mutate_bytes(state, rng) if rng.random() < 0.4 else \
-            mutate_message(pb.SolverState.FromString(state), rng).SerializeToString()
-        with open(path("resume.solverstate"), "wb") as f:
-            f.write(state)
+        _write_mutated(path("resume.solverstate"), fx.solverstate, pb.SolverState, 0.4, rng)
         with open(path("solver.prototxt"), "w") as f:
             f.write(SOLVER % dict(net=fx.net_path, prefix=path("snap"), type="SGD"))
         s = caffe.get_solver(path("solver.prototxt"))
         s.restore(path("resume.solverstate"))
         s.step(1)
     elif category == "caffemodel":
-        model = fx.caffemodel
-        model = mutate_bytes(model, rng) if rng.random() < 0.4 else \
-            mutate_message(pb.NetParameter.FromString(model), rng).SerializeToString()
-        with open(path("w.caffemodel"), "wb") as f:
-            f.write(model)
+        _write_mutated(path("w.caffemodel"), fx.caffemodel, pb.NetParameter, 0.4, rng)
         net = caffe.Net(fx.net_path, caffe.TEST, weights=path("w.caffemodel"))
         net.forward()
     else:
