@@ -109,7 +109,7 @@ class LMDBFile:
             return
         stack = [(self.root, 0)]
         seen = set()
-        count = 0
+        held = 0
         while stack:
             pgno, level = stack.pop()
             if level > 64 or pgno in seen:
@@ -131,19 +131,19 @@ class LMDBFile:
                         self._fail("page %d has a value pointer running past the page" % pgno)
                     first = struct.unpack_from("<Q", self._map, start)[0]
                     obase, _ = self._page(first, P_OVERFLOW)
-                    count = struct.unpack_from("<I", self._map, obase + 12)[0]
-                    if count < 1 or first + count > self.pages or PAGE_HEADER + dsize > count * self.psize:
+                    run = struct.unpack_from("<I", self._map, obase + 12)[0]
+                    if run < 1 or first + run > self.pages or PAGE_HEADER + dsize > run * self.psize:
                         self._fail("record %r has a value of %d bytes in %d overflow pages from page %d"
-                                   % (key, dsize, count, first))
+                                   % (key, dsize, run, first))
                     value = self._map[obase + PAGE_HEADER:obase + PAGE_HEADER + dsize]
                 else:
                     if start + dsize > base + self.psize:
                         self._fail("record %r has a value running past its page" % (key,))
                     value = self._map[start:start + dsize]
-                count += 1
+                held += 1
                 yield bytes(key), bytes(value)
-        if count != self.entries:
-            self._fail("its meta page counts %d records, but its tree holds %d" % (self.entries, count))
+        if held != self.entries:
+            self._fail("its meta page counts %d records, but its tree holds %d" % (self.entries, held))
 
     def close(self):
         if self._map:
