@@ -18,6 +18,15 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GOLDEN = os.path.normpath(os.path.join(REPO, "..", "shared", "golden"))
 
 
+def interruptible():
+    """preexec_fn for a child a test interrupts with SIGINT: the signal at its
+    default, as at a terminal. A test run started as a background job gets
+    SIGINT ignored, its children inherit that, and Python then never raises
+    KeyboardInterrupt (Caffe's C++ tools would ignore it too)."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def golden_path(*parts):
     path = os.path.join(GOLDEN, *parts)
     if not os.path.exists(path):

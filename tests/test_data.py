@@ -16,7 +16,7 @@ import pycaffe_lite as caffe
 from pycaffe_lite.data.datum import hwc_to_datum
 from pycaffe_lite.proto import caffe_pb2 as pb
 from pycaffe_lite.tools import compute_image_mean, convert_imageset
-from conftest import GOLDEN, REPO, golden_path
+from conftest import GOLDEN, REPO, golden_path, interruptible
 
 
 def records(path):
@@ -298,7 +298,8 @@ def test_interrupted_convert_leaves_no_database(tmp_path):
             old.unlink()
         proc = subprocess.Popen([sys.executable, "-m", "pycaffe_lite.tools.convert_imageset", "--workers=1",
                                  "--resize_height=256", "--resize_width=256", str(root) + "/", str(lst), str(out)],
-                                stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env)
+                                stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env,
+                                preexec_fn=interruptible)
         log = logs / "convert_imageset.INFO"
         deadline = time.time() + 600
         while not (log.exists() and "Processed 1000 files." in log.read_text()):

@@ -14,6 +14,7 @@ import pytest
 
 import pycaffe_lite as caffe
 from pycaffe_lite.tools import brew_demo
+from conftest import interruptible
 
 DEMO = [sys.executable, "-m", "pycaffe_lite.tools.brew_demo"]
 
@@ -54,7 +55,8 @@ def interrupt_when(tmp_path, pattern, log):
     work = tmp_path / "brew"
     # its output goes to files: a pipe nobody reads fills up and stalls it
     with open(tmp_path / "stdout", "w") as out_f, open(tmp_path / "stderr", "w") as err_f:
-        proc = subprocess.Popen(DEMO + [str(work), "--iterations=400"], stdout=out_f, stderr=err_f)
+        proc = subprocess.Popen(DEMO + [str(work), "--iterations=400"], stdout=out_f, stderr=err_f,
+                                preexec_fn=interruptible)
         path = work / "logs" / log
         deadline = time.time() + 600
         while proc.poll() is None:
