@@ -386,3 +386,19 @@ def test_a_step_past_the_largest_iteration(tmp_path):
         s.step(1)
     assert_clear(e, "iteration 2147483647", ".solverstate")
     assert s.iter == 2 ** 31 - 1
+
+
+def test_an_inner_product_over_no_values_gives_its_bias(tmp_path, both_engines):
+    # Caffe's GEMM over K = 0 adds nothing: each row is the bias
+    path = tmp_path / "net.prototxt"
+    path.write_text('''layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 2 dim: 0 dim: 3 } } }
+layer { name: "ip" type: "InnerProduct" bottom: "x" top: "y"
+  inner_product_param { num_output: 4 bias_filler { type: "constant" value: 0.5 } } }
+force_backward: true
+''')
+    net = caffe.Net(str(path), caffe.TRAIN)
+    net.forward()
+    assert net.blobs["y"].data.shape == (2, 4) and (net.blobs["y"].data == 0.5).all()
+    net.blobs["y"].diff[...] = 1
+    net.backward()
+    assert net.blobs["x"].diff.shape == (2, 0, 3) and (net.params["ip"][1].diff == 2).all()

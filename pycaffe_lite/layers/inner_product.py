@@ -31,6 +31,7 @@ class InnerProductLayer(Layer):
             raise self.error("input %s has %d values per row from axis %d; the weights expect %d"
                              % (b.shape, b.count_range(self.axis), self.axis, self.k), ShapeError)
         top[0].reshape(b.shape[:self.axis] + (self.n_out,))
+        self.m = b.count_range(0, self.axis)      # rows, given explicitly: reshape(-1, 0) cannot size them
 
     def _weight_t(self):
         """The weight as (K, N_out)."""
@@ -39,6 +40,8 @@ class InnerProductLayer(Layer):
 
     def _dnnl(self, bottom):
         m = bottom[0].count_range(0, self.axis)
+        if not m or not self.k:        # an empty product: numpy's matmul gives the bias alone, as Caffe's GEMM
+            return None
         training = self.need_backward
         bias = len(self.blobs) > 1
         return self.dnnl_op((m, training), lambda dnnl: dnnl.InnerProduct(
@@ -47,19 +50,19 @@ class InnerProductLayer(Layer):
     def forward(self, bottom, top):
         op = self._dnnl(bottom)
         if op is not None:
-            op.forward(bottom[0].dev_data.reshape(-1, self.k), self.blobs[0].dev_data,
+            op.forward(bottom[0].dev_data.reshape(self.m, self.k), self.blobs[0].dev_data,
                        self.blobs[1].dev_data if len(self.blobs) > 1 else None,
-                       top[0].dev_data.reshape(-1, self.n_out))
+                       top[0].dev_data.reshape(self.m, self.n_out))
             return
-        x = bottom[0].dev_data.reshape(-1, self.k)
-        y = top[0].dev_data.reshape(-1, self.n_out)
+        x = bottom[0].dev_data.reshape(self.m, self.k)
+        y = top[0].dev_data.reshape(self.m, self.n_out)
         self.xp.matmul(x, self._weight_t(), out=y)
         if len(self.blobs) > 1:
             y += self.blobs[1].dev_data
 
     def backward(self, top, propagate_down, bottom):
-        dy = top[0].dev_diff.reshape(-1, self.n_out)
-        x = bottom[0].dev_data.reshape(-1, self.k)
+        dy = top[0].dev_diff.reshape(self.m, self.n_out)
+        x = bottom[0].dev_data.reshape(self.m, self.k)
         op = self._dnnl(bottom)
         if op is not None and op.bwd_data is not None:
             want_b = len(self.blobs) > 1 and self.param_propagate_down[1]
@@ -69,7 +72,7 @@ class InnerProductLayer(Layer):
             if want_b:
                 self.blobs[1].dev_diff[...] += dy.sum(axis=0)
             if propagate_down[0]:
-                op.backward_data(dy, self.blobs[0].dev_data, bottom[0].dev_diff.reshape(-1, self.k))
+                op.backward_data(dy, self.blobs[0].dev_data, bottom[0].dev_diff.reshape(self.m, self.k))
             return
         if self.param_propagate_down[0]:
             if self.transpose:
@@ -80,4 +83,4 @@ class InnerProductLayer(Layer):
             self.blobs[1].dev_diff[...] += dy.sum(axis=0)
         if propagate_down[0]:
             w = self.blobs[0].dev_data
-            self.xp.matmul(dy, w.T if self.transpose else w, out=bottom[0].dev_diff.reshape(-1, self.k))
+            self.xp.matmul(dy, w.T if self.transpose else w, out=bottom[0].dev_diff.reshape(self.m, self.k))
