@@ -126,8 +126,8 @@ class Layer:
         """True for one of our layers between empty bottoms and empty tops
         (a batch of 0): there is nothing to compute either way. A Python
         layer always runs, as in Caffe."""
-        return (bool(bottom) and _REGISTRY.get(getattr(type(self), "type", None)) is type(self)
-                and not any(b.count for b in bottom) and not any(t.count for t in top))
+        return (bool(bottom) and not any(b.count for b in bottom) and not any(t.count for t in top)
+                and _REGISTRY.get(getattr(type(self), "type", None)) is type(self))
 
     def forward(self, bottom, top):
         raise NotImplementedError
