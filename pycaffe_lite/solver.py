@@ -300,9 +300,10 @@ class Solver:
             self.restore(resume_file)
         start_iter = self.iter
         self.step(p.max_iter - self.iter)
-        self._check_weights()                 # the last update's result, which no loss has seen
         if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0):
-            self.snapshot()
+            self.snapshot()                   # which checks the weights first
+        else:
+            self._check_weights()             # the last update's result, which no loss has seen
         if self.early_exit:
             glog.info("Optimization stopped early.")
             return
@@ -553,6 +554,29 @@ class Solver:
                 from .blob import proto_shape
                 raise FormatError("%s: history blob %d is %s but the parameter is %s; the state was written for "
                                   "another net" % (path, i, proto_shape(proto), h.shape))
+        # Every field is checked before anything is set: a damaged state leaves the solver as it was.
+        if state.iter < 0:
+            raise FormatError("%s: iter is %d; a solver state starts at iteration 0 or later" % (path, state.iter))
+        if self.param.lr_policy == "multistep" and not 0 <= state.current_step <= len(self.param.stepvalue):
+            raise FormatError("%s: current_step is %d, but this solver's multistep policy has steps 0 to %d "
+                              "(stepvalue given %d times)" % (path, state.current_step, len(self.param.stepvalue),
+                                                             len(self.param.stepvalue)))
+        rank = backend.solver_rank()
+        prefix = "rank%d/" % rank if rank else ""
+        layers = dict((prefix + name, layer) for name, layer in self._layers_with("get_state"))
+        positions, rng_state = [], state.random_state
+        for entry in state.data_state:
+            if entry.layer in layers:
+                if entry.records_read < 0:
+                    raise FormatError("%s: data_state of layer '%s': records_read is %d; it counts records "
+                                      "read, 0 or more" % (path, entry.layer, entry.records_read))
+                if entry.random_state:
+                    _random_state(entry.random_state, "data_state of layer '%s'" % entry.layer, path,
+                                  layers[entry.layer].rng)
+                positions.append((layers[entry.layer], entry.records_read, entry.random_state))
+            elif rank and entry.layer == prefix + "random_state":
+                rng_state = entry.random_state
+        rng = rng_state and _random_state(rng_state, "random_state", path, backend.rng())
         if state.learned_net:
             try:
                 self.net.copy_from(state.learned_net)
@@ -562,34 +586,13 @@ class Solver:
             blob = Blob(h.shape)
             blob.from_proto(proto, reshape=False)
             h[...] = backend.xp().asarray(blob.data)
-        if state.iter < 0:
-            raise FormatError("%s: iter is %d; a solver state starts at iteration 0 or later" % (path, state.iter))
-        if self.param.lr_policy == "multistep" and not 0 <= state.current_step <= len(self.param.stepvalue):
-            raise FormatError("%s: current_step is %d, but this solver's multistep policy has steps 0 to %d "
-                              "(stepvalue given %d times)" % (path, state.current_step, len(self.param.stepvalue),
-                                                             len(self.param.stepvalue)))
         self.iter = state.iter
         self.current_step = state.current_step
         self._last_step_logged = self.current_step
-        rng_state = state.random_state
-        if len(state.data_state):
-            rank = backend.solver_rank()
-            prefix = "rank%d/" % rank if rank else ""
-            layers = dict((prefix + name, layer) for name, layer in self._layers_with("get_state"))
-            for entry in state.data_state:
-                if entry.layer in layers:
-                    if entry.records_read < 0:
-                        raise FormatError("%s: data_state of layer '%s': records_read is %d; it counts records "
-                                          "read, 0 or more" % (path, entry.layer, entry.records_read))
-                    random_state = entry.random_state and _random_state(
-                        entry.random_state, "data_state of layer '%s'" % entry.layer, path,
-                        layers[entry.layer].rng)
-                    layers[entry.layer].set_state(entry.records_read, random_state)
-                elif rank and entry.layer == prefix + "random_state":
-                    rng_state = entry.random_state
-        if rng_state:
-            _random_state(rng_state, "random_state", path, backend.rng())
-            backend.rng().bit_generator.state = json.loads(rng_state.decode())
+        for layer, records_read, random_state in positions:
+            layer.set_state(records_read, random_state)
+        if rng:
+            backend.rng().bit_generator.state = rng
         if len(state.layer_state) and self._root():       # rank 0's recurrent state only
             layers = dict(self._layers_with("carried_state"))
             for entry in state.layer_state:
@@ -599,8 +602,8 @@ class Solver:
 
 
 def _random_state(raw, field, path, generator):
-    """Our .solverstate's random stream `raw`, checked to be one `generator`
-    takes (it is returned as given); a clear error naming the field if not."""
+    """Our .solverstate's random stream `raw` as the state `generator` takes,
+    checked to be one; a clear error naming the field if not."""
     try:
         state = json.loads(raw.decode("utf-8"))
         if not isinstance(state, dict) or state.get("bit_generator") != generator.bit_generator.state["bit_generator"]:
@@ -610,7 +613,7 @@ def _random_state(raw, field, path, generator):
     except (UnicodeDecodeError, ValueError, TypeError, KeyError) as e:
         raise FormatError("%s: %s is not a random stream this solver can resume (%s); the file is damaged, or "
                           "was not written by pycaffe_lite" % (path, field, e)) from None
-    return raw
+    return state
 
 
 class _Callback:

@@ -402,3 +402,17 @@ force_backward: true
     net.blobs["y"].diff[...] = 1
     net.backward()
     assert net.blobs["x"].diff.shape == (2, 0, 3) and (net.params["ip"][1].diff == 2).all()
+
+
+def test_a_damaged_state_leaves_the_solver_as_it_was(tmp_path):
+    extra, state = _state(tmp_path)
+    state.random_state = b"{not json"
+    bad = tmp_path / "bad.solverstate"
+    bad.write_bytes(state.SerializeToString())
+    s = caffe.get_solver(solver_file(tmp_path, extra, "again.prototxt"))
+    weights = [b.data.copy() for b in s.net.learnable_params]
+    with pytest.raises(caffe.FormatError):
+        s.restore(str(bad))
+    assert s.iter == 0 and s.current_step == 0
+    for b, w in zip(s.net.learnable_params, weights):
+        assert np.array_equal(b.data, w)
