@@ -151,11 +151,15 @@ CPU_ENGINES = ("dnnl", "numpy")
 _engine = {"name": None, "why": None}
 
 
+def _engine_name(name):
+    """An engine name as given, with oneDNN's other names for 'dnnl'."""
+    name = str(name).lower()
+    return "dnnl" if name in ("onednn", "mkldnn") else name
+
+
 def _resolve_engine():
     from .kernels import dnnl
-    wanted = os.environ.get(ENGINE_ENV, "").strip().lower() or None
-    if wanted in ("onednn", "mkldnn"):
-        wanted = "dnnl"
+    wanted = _engine_name(os.environ.get(ENGINE_ENV, "").strip()) or None
     if wanted not in (None,) + CPU_ENGINES:
         _engine.update(name="numpy" if not dnnl.available() else "dnnl",
                        why="%s=%s is not an engine (dnnl or numpy)" % (ENGINE_ENV, wanted))
@@ -187,9 +191,7 @@ def cpu_engine_note():
 def set_cpu_engine(name):
     """Run CPU layers on 'dnnl' (oneDNN) or 'numpy'."""
     from .kernels import dnnl
-    name = str(name).lower()
-    if name in ("onednn", "mkldnn"):
-        name = "dnnl"
+    name = _engine_name(name)
     if name not in CPU_ENGINES:
         raise ValueError("set_cpu_engine takes 'dnnl' or 'numpy', got %r" % (name,))
     if name == "dnnl" and not dnnl.available():
