@@ -16,6 +16,8 @@ from pycaffe_lite.kernels import dnnl  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GOLDEN = os.path.normpath(os.path.join(REPO, "..", "shared", "golden"))
+# The same kinds of cases computed by the SSD fork (weiliu89/caffe, branch ssd).
+GOLDEN_SSD = os.path.normpath(os.path.join(REPO, "..", "shared", "golden-ssd"))
 
 
 def interruptible():
@@ -27,24 +29,26 @@ def interruptible():
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def golden_path(*parts):
-    path = os.path.join(GOLDEN, *parts)
+def golden_path(*parts, tree=GOLDEN):
+    path = os.path.join(tree, *parts)
     if not os.path.exists(path):
-        pytest.skip("golden fixtures not found at %s (they live in ../shared/golden beside the repo)" % path)
+        pytest.skip("golden fixtures not found at %s (they live in ../shared/%s beside the repo)"
+                    % (path, os.path.basename(tree)))
     return path
 
 
-def golden_cases(kind):
-    """Folder names of one kind of golden case, or [] when golden is absent."""
-    index = os.path.join(GOLDEN, "index.json")
+def golden_cases(kind, tree=GOLDEN):
+    """Folder names of one kind of golden case, or a placeholder that skips
+    when the tree is absent."""
+    index = os.path.join(tree, "index.json")
     if not os.path.exists(index):
-        return ["<golden missing>"]
-    folder = os.path.join(GOLDEN, kind)
+        return ["<%s missing>" % os.path.basename(tree)]
+    folder = os.path.join(tree, kind)
     return sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
 
 
-def load_case(kind, name):
-    folder = golden_path(kind, name)
+def load_case(kind, name, tree=GOLDEN):
+    folder = golden_path(kind, name, tree=tree)
     with open(os.path.join(folder, "case.json")) as f:
         case = json.load(f)
     arrays = np.load(os.path.join(folder, "arrays.npz"), allow_pickle=False) \

@@ -1,12 +1,13 @@
-"""Every layer case in ../shared/golden: forward data, bottom diffs and
-parameter diffs against what BVLC Caffe computed."""
+"""Every layer case in ../shared/golden and ../shared/golden-ssd: forward
+data, bottom diffs and parameter diffs against what BVLC Caffe and the SSD
+fork computed."""
 import os
 
 import numpy as np
 import pytest
 
 import pycaffe_lite as caffe
-from conftest import assert_close, golden_cases, load_case
+from conftest import GOLDEN, GOLDEN_SSD, assert_close, golden_cases, load_case
 
 # Run under both CPU engines: numpy (the reference) and oneDNN.
 pytestmark = pytest.mark.usefixtures("both_engines")
@@ -14,18 +15,27 @@ pytestmark = pytest.mark.usefixtures("both_engines")
 
 @pytest.mark.parametrize("name", golden_cases("layers"))
 def test_layer_case(name):
+    run_in_tree(name, GOLDEN)
+
+
+@pytest.mark.parametrize("name", golden_cases("layers", GOLDEN_SSD))
+def test_ssd_layer_case(name):
+    run_in_tree(name, GOLDEN_SSD)
+
+
+def run_in_tree(name, tree):
     # Paths inside the cases' prototxts are relative to the golden tree's root.
     here = os.getcwd()
-    folder = load_case("layers", name)[0]
+    folder = load_case("layers", name, tree)[0]
     os.chdir(os.path.dirname(os.path.dirname(folder)))
     try:
-        check_layer_case(name)
+        check_layer_case(name, tree)
     finally:
         os.chdir(here)
 
 
-def check_layer_case(name):
-    folder, case, arrays = load_case("layers", name)
+def check_layer_case(name, tree=GOLDEN):
+    folder, case, arrays = load_case("layers", name, tree)
     tol = case["tolerance"]
     weights = os.path.join(folder, case["weights"]) if case.get("weights") else None
     net = caffe.Net(os.path.join(folder, case["prototxt"]), caffe.TEST, weights=weights)

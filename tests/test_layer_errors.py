@@ -121,4 +121,11 @@ def test_layer_type_list_is_caffes():
     MultinomialLogisticLoss PReLU Parameter Pooling Power Python RNN ReLU Reduction Reshape SPP Scale Sigmoid
     SigmoidCrossEntropyLoss Silence Slice Softmax SoftmaxWithLoss Split Swish TanH Threshold Tile WindowData""".split()
     assert len(caffes) == 61
-    assert caffe.layer_type_list() == sorted(caffes)
+    assert caffe.layer_type_list() == sorted(caffes + FORK_TYPES)
+
+
+# The forks' types, by fork: SSD; Fast/Faster R-CNN; R-FCN; DeepLab/PSPNet;
+# SegNet; ShuffleNet; SENet's Axpy; the MobileNet forks; OpenCV's own.
+FORK_TYPES = """Normalize NormalizeBBox Permute PriorBox DetectionOutput
+    ROIPooling SmoothL1Loss PSROIPooling Interp Upsample ShuffleChannel Axpy
+    DepthwiseConvolution ConvolutionDepthwise ReLU6 Proposal""".split()

@@ -519,3 +519,196 @@ def lstm_unit_backward(c_prev, x, cont, c, dc, dh):
     dx[:, 2 * hdim:3 * hdim] = dh * tanh_c * o * (np.float32(1) - o)
     dx[:, 3 * hdim:] = dc_term * i * (np.float32(1) - g * g)
     return dc_term * f, dx
+
+
+# ---------------------------------------------------------------- the forks' layers
+
+def permute(x, order):
+    """x with its axes in `order` (SSD's Permute), as a new contiguous array."""
+    return np.ascontiguousarray(np.transpose(x, order))
+
+
+def c_round(v):
+    """C's round(): halves away from zero (numpy's rounds them to even)."""
+    v = np.asarray(v, np.float32)
+    return (np.sign(v) * np.floor(np.abs(v) + np.float32(0.5))).astype(np.float32)
+
+
+def _roi_bins(rois, scale, pooled):
+    """Fast R-CNN's bins: for each region, (batch, [h start/end per row],
+    [w start/end per column]) clipped to the map (not yet: see callers)."""
+    r = np.asarray(rois, np.float32).reshape(-1, 5)
+    start_w, start_h = c_round(r[:, 1] * scale), c_round(r[:, 2] * scale)
+    end_w, end_h = c_round(r[:, 3] * scale), c_round(r[:, 4] * scale)
+    rh = np.maximum(end_h - start_h + 1, 1).astype(np.float32)
+    rw = np.maximum(end_w - start_w + 1, 1).astype(np.float32)
+    ph, pw = pooled
+    bh, bw = rh / np.float32(ph), rw / np.float32(pw)
+    i, j = np.arange(ph, dtype=np.float32), np.arange(pw, dtype=np.float32)
+    hs = np.floor(i[None] * bh[:, None]).astype(np.int64) + start_h[:, None].astype(np.int64)
+    he = np.ceil((i[None] + 1) * bh[:, None]).astype(np.int64) + start_h[:, None].astype(np.int64)
+    ws = np.floor(j[None] * bw[:, None]).astype(np.int64) + start_w[:, None].astype(np.int64)
+    we = np.ceil((j[None] + 1) * bw[:, None]).astype(np.int64) + start_w[:, None].astype(np.int64)
+    return r[:, 0].astype(np.int64), hs, he, ws, we
+
+
+def roi_pool_forward(x, rois, scale, pooled):
+    """x (N, C, H, W), rois (R, 5) -> y (R, C, ph, pw) and the argmax (the
+    winning h * W + w per output, -1 for an empty bin)."""
+    n, c, h, w = x.shape
+    batch, hs, he, ws, we = _roi_bins(rois, scale, pooled)
+    hs, he, ws, we = np.clip(hs, 0, h), np.clip(he, 0, h), np.clip(ws, 0, w), np.clip(we, 0, w)
+    y = np.zeros((len(batch), c) + tuple(pooled), np.float32)
+    arg = np.full(y.shape, -1, np.int64)
+    for r in range(len(batch)):
+        if not 0 <= batch[r] < n:
+            raise IndexError("region %d names image %d of a batch of %d" % (r, batch[r], n))
+        img = x[batch[r]]
+        for i in range(pooled[0]):
+            for j in range(pooled[1]):
+                if he[r, i] <= hs[r, i] or we[r, j] <= ws[r, j]:
+                    continue
+                win = img[:, hs[r, i]:he[r, i], ws[r, j]:we[r, j]].reshape(c, -1)
+                k = np.argmax(win, axis=1)
+                y[r, :, i, j] = win[np.arange(c), k]
+                ww = we[r, j] - ws[r, j]
+                arg[r, :, i, j] = (hs[r, i] + k // ww) * w + ws[r, j] + k % ww
+    return y, arg
+
+
+def roi_pool_backward(dy, argmax, rois, x_shape):
+    """Each output's diff added to the input position that won it."""
+    n, c, h, w = x_shape
+    dx = np.zeros((n, c, h * w), np.float32)
+    batch = np.asarray(rois, np.float32).reshape(-1, 5)[:, 0].astype(np.int64)
+    dy = np.asarray(dy, np.float32)
+    for r in range(len(batch)):
+        a = argmax[r].reshape(c, -1)
+        d = dy[r].reshape(c, -1)
+        ok = a >= 0
+        rows = np.broadcast_to(np.arange(c)[:, None], a.shape)[ok]
+        np.add.at(dx[batch[r]], (rows, a[ok]), d[ok])
+    return dx.reshape(x_shape)
+
+
+def _psroi_bins(rois, scale, group, h, w):
+    r = np.asarray(rois, np.float32).reshape(-1, 5)
+    scale = np.float32(scale)
+    sw, sh = c_round(r[:, 1]) * scale, c_round(r[:, 2]) * scale
+    ew = (c_round(r[:, 3]) + np.float32(1)) * scale
+    eh = (c_round(r[:, 4]) + np.float32(1)) * scale
+    rw = np.maximum(ew - sw, np.float32(0.1))
+    rh = np.maximum(eh - sh, np.float32(0.1))
+    bh, bw = rh / np.float32(group), rw / np.float32(group)
+    g = np.arange(group, dtype=np.float32)
+    hs = np.clip(np.floor(g[None] * bh[:, None] + sh[:, None]).astype(np.int64), 0, h)
+    he = np.clip(np.ceil((g[None] + 1) * bh[:, None] + sh[:, None]).astype(np.int64), 0, h)
+    ws = np.clip(np.floor(g[None] * bw[:, None] + sw[:, None]).astype(np.int64), 0, w)
+    we = np.clip(np.ceil((g[None] + 1) * bw[:, None] + sw[:, None]).astype(np.int64), 0, w)
+    return r[:, 0].astype(np.int64), hs, he, ws, we
+
+
+def psroi_pool_forward(x, rois, scale, dim, group):
+    """x (N, dim * group^2, H, W), rois (R, 5) -> y (R, dim, group, group):
+    bin (i, j) of output channel c averages input channel (c*group+i)*group+j."""
+    n, _, h, w = x.shape
+    batch, hs, he, ws, we = _psroi_bins(rois, scale, group, h, w)
+    y = np.zeros((len(batch), dim, group, group), np.float32)
+    ctop = np.arange(dim)
+    for r in range(len(batch)):
+        if not 0 <= batch[r] < n:
+            raise IndexError("region %d names image %d of a batch of %d" % (r, batch[r], n))
+        for i in range(group):
+            for j in range(group):
+                area = (he[r, i] - hs[r, i]) * (we[r, j] - ws[r, j])
+                if he[r, i] <= hs[r, i] or we[r, j] <= ws[r, j]:
+                    continue
+                win = x[batch[r], (ctop * group + i) * group + j, hs[r, i]:he[r, i], ws[r, j]:we[r, j]]
+                y[r, :, i, j] = win.reshape(dim, -1).sum(axis=1) / np.float32(area)
+    return y
+
+
+def psroi_pool_backward(dy, rois, scale, dim, group, x_shape):
+    n, c, h, w = x_shape
+    batch, hs, he, ws, we = _psroi_bins(rois, scale, group, h, w)
+    dx = np.zeros(x_shape, np.float32)
+    ctop = np.arange(dim)
+    for r in range(len(batch)):
+        for i in range(group):
+            for j in range(group):
+                area = (he[r, i] - hs[r, i]) * (we[r, j] - ws[r, j])
+                if he[r, i] <= hs[r, i] or we[r, j] <= ws[r, j]:
+                    continue
+                g = (dy[r, :, i, j] / np.float32(area)).astype(np.float32)
+                dx[batch[r], (ctop * group + i) * group + j, hs[r, i]:he[r, i], ws[r, j]:we[r, j]] += \
+                    g[:, None, None]
+    return dx
+
+
+def _interp_taps(size_in, size_out):
+    """DeepLab's interp2 along one axis: for each output position, the
+    lower input index, the step to the next (0 at the end) and its weights."""
+    r = np.float32(size_in - 1) / np.float32(size_out - 1) if size_out > 1 else np.float32(0)
+    pos = (r * np.arange(size_out, dtype=np.float32)).astype(np.float32)
+    lo = pos.astype(np.int64)
+    step = (lo < size_in - 1).astype(np.int64)
+    l1 = (pos - lo.astype(np.float32)).astype(np.float32)
+    return lo, step, np.float32(1) - l1, l1
+
+
+def interp_forward(x, crop, out_hw):
+    """x (N, C, H, W) cropped at (off, off) to crop[1] x crop[2], resized to
+    out_hw with aligned corners."""
+    off, eh, ew = crop
+    src = x[:, :, off:off + eh, off:off + ew]
+    oh, ow = out_hw
+    if (eh, ew) == (oh, ow):
+        return np.array(src, np.float32)
+    hl, hp, h0, h1 = _interp_taps(eh, oh)
+    wl, wp, w0, w1 = _interp_taps(ew, ow)
+    top = src[:, :, hl]
+    bot = src[:, :, hl + hp]
+    w0, w1 = w0[None, None, None, :], w1[None, None, None, :]
+    a = w0 * top[:, :, :, wl] + w1 * top[:, :, :, wl + wp]
+    b = w0 * bot[:, :, :, wl] + w1 * bot[:, :, :, wl + wp]
+    return (h0[None, None, :, None] * a + h1[None, None, :, None] * b).astype(np.float32)
+
+
+def interp_backward(dy, x_shape, crop):
+    off, eh, ew = crop
+    n, c = x_shape[:2]
+    oh, ow = dy.shape[2:]
+    dx = np.zeros(x_shape, np.float32)
+    if (eh, ew) == (oh, ow):
+        dx[:, :, off:off + eh, off:off + ew] = dy
+        return dx
+    hl, hp, h0, h1 = _interp_taps(eh, oh)
+    wl, wp, w0, w1 = _interp_taps(ew, ow)
+    plane = np.zeros((n * c, eh, ew), np.float32)
+    d = np.asarray(dy, np.float32).reshape(n * c, oh, ow)
+    for hh, hw_ in ((hl, h0), (hl + hp, h1)):
+        for ww, wwt in ((wl, w0), (wl + wp, w1)):
+            contrib = d * (hw_[:, None] * wwt[None, :])[None]
+            np.add.at(plane, (slice(None), hh[:, None], ww[None, :]), contrib)
+    dx[:, :, off:off + eh, off:off + ew] = plane.reshape(n, c, eh, ew)
+    return dx
+
+
+def upsample_forward(x, mask, out_hw):
+    """-> (y, bad): each x value at its mask index of an out_hw plane, zeros
+    elsewhere; bad counts indices outside the plane."""
+    n, c = x.shape[:2]
+    area = out_hw[0] * out_hw[1]
+    idx = np.asarray(mask).reshape(n * c, -1).astype(np.int64)
+    bad = int(((idx < 0) | (idx >= area)).sum())
+    y = np.zeros((n * c, area), np.float32)
+    if not bad:
+        y[np.arange(n * c)[:, None], idx] = x.reshape(n * c, -1)
+    return y.reshape((n, c) + tuple(out_hw)), bad
+
+
+def upsample_backward(dy, mask):
+    n, c = mask.shape[:2]
+    idx = np.asarray(mask).reshape(n * c, -1).astype(np.int64)
+    d = dy.reshape(n * c, -1)
+    return d[np.arange(n * c)[:, None], idx].reshape(mask.shape).astype(np.float32)

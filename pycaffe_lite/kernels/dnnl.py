@@ -26,7 +26,7 @@ BACKWARD, BACKWARD_DATA, BACKWARD_WEIGHTS = 128, 160, 192
 CONVOLUTION_DIRECT, DECONVOLUTION_DIRECT = 1, 10
 ELTWISE = {"relu": 32, "tanh": 33, "elu": 34, "abs": 36, "linear": 38, "soft_relu": 39, "logistic": 41,
            "exp": 42, "swish": 44, "log": 45, "clip": 46, "clip_v2": 47, "pow": 48,
-           "relu_dst": 256, "tanh_dst": 257, "logistic_dst": 260}
+           "relu_dst": 256, "tanh_dst": 257, "logistic_dst": 260, "clip_v2_dst": 262}
 POOLING_MAX, POOLING_AVG_INCLUDE, POOLING_AVG_EXCLUDE = 511, 767, 1023
 LRN_ACROSS, LRN_WITHIN = 2815, 3071
 BINARY_ADD, BINARY_MUL = 131056, 131057

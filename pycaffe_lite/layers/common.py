@@ -433,3 +433,37 @@ class EltwiseLayer(Layer):
                 xp.multiply(dy, self._coeff[i], out=d)
             else:
                 xp.multiply(dy, self._argmax == i, out=d)
+
+
+@register("ShuffleChannel")
+class ShuffleChannelLayer(Layer):
+    """ShuffleNet's channel shuffle: channels seen as (group, C / group) are
+    read out as (C / group, group)."""
+    exact_bottoms = 1
+    exact_tops = 1
+
+    def layer_setup(self, bottom, top):
+        self.group = int(self.param.shuffle_channel_param.group)
+        if self.group < 1:
+            raise self.error("shuffle_channel_param group must be at least 1, got %d" % self.group)
+
+    def reshape(self, bottom, top):
+        if bottom[0].num_axes < 2 or bottom[0].shape[1] % self.group:
+            raise self.error("group %d must divide the channels of %s" % (self.group, bottom[0].shape), ShapeError)
+        top[0].reshape_like(bottom[0])
+
+    def _grouped(self, a, groups):
+        n, c = a.shape[:2]
+        return a.reshape((n, groups, c // groups, -1))
+
+    def forward(self, bottom, top):
+        x = self._grouped(bottom[0].dev_data, self.group)
+        top[0].dev_data.reshape(x.shape[0], x.shape[2], x.shape[1], -1)[...] = \
+            self.ops.permute(x, (0, 2, 1, 3))
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            c = bottom[0].shape[1]
+            dy = self._grouped(top[0].dev_diff, c // self.group)
+            bottom[0].dev_diff.reshape(dy.shape[0], dy.shape[2], dy.shape[1], -1)[...] = \
+                self.ops.permute(dy, (0, 2, 1, 3))

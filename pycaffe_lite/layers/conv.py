@@ -46,8 +46,13 @@ class _Geometry:
     """Kernel, pad, stride and dilation per spatial axis (Convolution,
     Deconvolution and Im2col read them from convolution_param alike)."""
 
+    @property
+    def conv_param(self):
+        """The ConvolutionParameter this layer runs by."""
+        return self.param.convolution_param
+
     def parse_geometry(self, bottom):
-        p = self.param.convolution_param
+        p = self.conv_param
         self.axis = bottom[0].canonical_axis(p.axis)
         axes = bottom[0].num_axes - self.axis - 1
         if axes < 1:
@@ -100,7 +105,7 @@ class _BaseConv(_Geometry, Layer):
     engine_param = "convolution_param"
 
     def layer_setup(self, bottom, top):
-        p = self.param.convolution_param
+        p = self.conv_param
         if len(top) != len(bottom):
             raise self.error("needs as many tops as bottoms (%d vs %d)" % (len(top), len(bottom)))
         if not p.HasField("num_output") or p.num_output == 0:
@@ -407,3 +412,29 @@ class Im2colLayer(_Geometry, Layer):
             dy = top[0].dev_diff.reshape(x_shape[0], top[0].shape[self.axis], -1).swapaxes(0, 1)
             dx = self.col2im(self.xp.ascontiguousarray(dy).reshape(dy.shape[0], -1), x_shape, self.out_shape)
             bottom[0].dev_diff[...] = dx.reshape(bottom[0].shape)
+
+
+@register("DepthwiseConvolution")
+class DepthwiseConvolutionLayer(ConvolutionLayer):
+    """The MobileNet forks' depthwise layer (yonghenglh6/DepthwiseConvolution):
+    a Convolution as its convolution_param says, group included."""
+
+
+@register("ConvolutionDepthwise")
+class ConvolutionDepthwiseLayer(ConvolutionLayer):
+    """The other MobileNet forks' depthwise layer: one filter per input
+    channel whatever num_output and group say (weights (C, 1, kh, kw))."""
+
+    @property
+    def conv_param(self):
+        p = self.__dict__.get("_conv_param")
+        return self.param.convolution_param if p is None else p
+
+    def layer_setup(self, bottom, top):
+        if bottom and bottom[0].num_axes > 1:
+            channels = bottom[0].shape[1]
+            p = type(self.param.convolution_param)()
+            p.CopyFrom(self.param.convolution_param)
+            p.num_output = p.group = channels
+            self._conv_param = p
+        super().layer_setup(bottom, top)

@@ -375,3 +375,21 @@ class SwishLayer(NeuronLayer):
             self._sig = np.float32(1) / (np.float32(1) + self.xp.exp(-self._beta * b.dev_data))
         y, s = t.dev_data, self._sig
         return dy * (self._beta * y + s * (np.float32(1) - self._beta * y))
+
+
+@register("ReLU6")
+class ReLU6Layer(NeuronLayer):
+    """min(max(x, 0), 6), the MobileNet forks' activation."""
+
+    def dnnl_eltwise(self, bottom, top):
+        return ("clip_v2_dst", 0.0, 6.0)
+
+    def forward(self, bottom, top):
+        if self.dnnl_forward(bottom, top):
+            return
+        self.xp.clip(bottom[0].dev_data, np.float32(0), np.float32(6), out=top[0].dev_data)
+
+    def grad(self, dy, b, t):
+        # from the output, which in place is all there is: 0 < y < 6 where 0 < x < 6
+        y = t.dev_data
+        return dy * ((y > 0) & (y < 6))

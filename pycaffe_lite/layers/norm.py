@@ -298,3 +298,38 @@ class MVNLayer(Layer):
             dx -= y * (dy * y).mean(axis=1, keepdims=True)
             dx /= self._std
         bottom[0].dev_diff[...] = dx.reshape(bottom[0].shape)
+
+
+@register("Axpy")
+class AxpyLayer(Layer):
+    """a * x + y with a per-channel a: bottoms (a (N, C[, 1, 1]), x, y), the
+    SENet acceleration fork's layer. (OpenCV's importer wires a * y + x.)"""
+    exact_bottoms = 3
+    exact_tops = 1
+
+    def reshape(self, bottom, top):
+        a, x, y = bottom
+        if a.shape[:2] != x.shape[:2] or a.count != a.shape[0] * a.shape[1] or x.shape != y.shape:
+            raise self.error("needs a (N, C, 1, 1) scale and x, y of one shape (N, C, ...), got %s, %s, %s"
+                             % (a.shape, x.shape, y.shape), ShapeError)
+        top[0].reshape_like(x)
+
+    def _a(self, a, x):
+        return a.reshape(a.shape[:2] + (1,) * (x.ndim - 2))
+
+    def forward(self, bottom, top):
+        a, x, y = (b.dev_data for b in bottom)
+        out = top[0].dev_data
+        self.xp.multiply(x, self._a(a, x), out=out)
+        out += y
+
+    def backward(self, top, propagate_down, bottom):
+        dy = top[0].dev_diff
+        a, x = bottom[0].dev_data, bottom[1].dev_data
+        if propagate_down[0]:
+            bottom[0].dev_diff[...] = (dy * x).reshape(x.shape[0], x.shape[1], -1).sum(axis=2).reshape(
+                bottom[0].shape)
+        if propagate_down[1]:
+            self.xp.multiply(dy, self._a(a, x), out=bottom[1].dev_diff)
+        if propagate_down[2]:
+            bottom[2].dev_diff[...] = dy

@@ -1,0 +1,173 @@
+"""Box arithmetic of the detection layers (DetectionOutput, MultiBoxLoss,
+DetectionEvaluate, Proposal) and of annotated data: sizes, overlaps, the
+prior-relative codes, non-maximum suppression, matching, average precision.
+
+Boxes are float32 arrays (..., 4) of (xmin, ymin, xmax, ymax). The SSD fork
+keeps boxes in float protobuf fields and computes in float, with some steps
+in double (halving a width, dividing by an image size); each function here
+rounds where the fork's does, so that the same inputs give the same
+decisions (which box survives NMS, which prior matches)."""
+import numpy as np
+
+from .proto import caffe_pb2 as pb
+
+F32 = np.float32
+CORNER = pb.PriorBoxParameter.CORNER
+CENTER_SIZE = pb.PriorBoxParameter.CENTER_SIZE
+CORNER_SIZE = pb.PriorBoxParameter.CORNER_SIZE
+
+
+def box_size(boxes, normalized=True):
+    """Areas; 0 for a box whose max is below its min. Unnormalized (pixel)
+    boxes count both ends (+1 on each side), as the fork does."""
+    boxes = np.asarray(boxes, F32)
+    w = boxes[..., 2] - boxes[..., 0]
+    h = boxes[..., 3] - boxes[..., 1]
+    if not normalized:
+        w, h = w + F32(1), h + F32(1)
+    bad = (boxes[..., 2] < boxes[..., 0]) | (boxes[..., 3] < boxes[..., 1])
+    return np.where(bad, F32(0), w * h).astype(F32)
+
+
+def overlaps(box, boxes, size=None, sizes=None, normalized=True):
+    """Jaccard overlap of one box with each of `boxes` (their areas may be
+    given, as the fork carries a box's size along with it)."""
+    box = np.asarray(box, F32)
+    boxes = np.asarray(boxes, F32)
+    size = box_size(box, normalized) if size is None else F32(size)
+    sizes = box_size(boxes, normalized) if sizes is None else sizes
+    apart = ((boxes[..., 0] > box[2]) | (boxes[..., 2] < box[0])
+             | (boxes[..., 1] > box[3]) | (boxes[..., 3] < box[1]))
+    w = np.minimum(box[2], boxes[..., 2]) - np.maximum(box[0], boxes[..., 0])
+    h = np.minimum(box[3], boxes[..., 3]) - np.maximum(box[1], boxes[..., 1])
+    if not normalized:
+        w, h = w + F32(1), h + F32(1)
+    meet = ~apart & (w > 0) & (h > 0)
+    inter = np.where(meet, w * h, F32(0)).astype(F32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = inter / (size + sizes - inter)
+    return np.where(meet, iou, F32(0)).astype(F32)
+
+
+def overlap_matrix(a, b, normalized=True):
+    """Jaccard overlaps (len(a), len(b)) of two sets of boxes."""
+    a = np.asarray(a, F32).reshape(-1, 4)
+    b = np.asarray(b, F32).reshape(-1, 4)
+    sa, sb = box_size(a, normalized), box_size(b, normalized)
+    out = np.empty((len(a), len(b)), F32)
+    for i in range(len(a)):
+        out[i] = overlaps(a[i], b, sa[i], sb, normalized)
+    return out
+
+
+def decode(priors, variances, loc, code_type, variance_in_target):
+    """Boxes from offsets `loc` (..., P, 4) against priors (P, 4) with their
+    variances (P, 4), in the fork's arithmetic (not clipped)."""
+    priors = np.asarray(priors, F32)
+    var = np.asarray(variances, F32)
+    loc = np.asarray(loc, F32)
+    if variance_in_target:
+        var = np.ones_like(var)
+    if code_type == CORNER:
+        if variance_in_target:
+            return (priors + loc).astype(F32)
+        return (priors + var * loc).astype(F32)
+    pw = priors[:, 2] - priors[:, 0]
+    ph = priors[:, 3] - priors[:, 1]
+    if code_type == CORNER_SIZE:
+        scale = np.stack([pw, ph, pw, ph], axis=-1)
+        if variance_in_target:
+            return (priors + loc * scale).astype(F32)
+        return (priors + var * loc * scale).astype(F32)
+    if code_type != CENTER_SIZE:
+        raise ValueError("unknown code_type %r" % (code_type,))
+    pcx = ((priors[:, 0] + priors[:, 2]).astype(np.float64) / 2.0).astype(F32)
+    pcy = ((priors[:, 1] + priors[:, 3]).astype(np.float64) / 2.0).astype(F32)
+    if variance_in_target:
+        cx = loc[..., 0] * pw + pcx
+        cy = loc[..., 1] * ph + pcy
+        w = np.exp(loc[..., 2]) * pw
+        h = np.exp(loc[..., 3]) * ph
+    else:
+        cx = var[:, 0] * loc[..., 0] * pw + pcx
+        cy = var[:, 1] * loc[..., 1] * ph + pcy
+        with np.errstate(over="ignore"):
+            w = np.exp(var[:, 2] * loc[..., 2]) * pw
+            h = np.exp(var[:, 3] * loc[..., 3]) * ph
+    cx, cy, w, h = (a.astype(np.float64) for a in (cx, cy, w, h))
+    return np.stack([cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0], axis=-1).astype(F32)
+
+
+def encode(priors, variances, boxes, code_type, variance_in_target):
+    """The offsets that decode to `boxes` (P, 4) from their priors (P, 4)."""
+    priors = np.asarray(priors, F32)
+    var = np.asarray(variances, F32)
+    boxes = np.asarray(boxes, F32)
+    if code_type == CORNER:
+        d = boxes - priors
+        return d if variance_in_target else (d / var).astype(F32)
+    pw = priors[:, 2] - priors[:, 0]
+    ph = priors[:, 3] - priors[:, 1]
+    if code_type == CORNER_SIZE:
+        d = (boxes - priors) / np.stack([pw, ph, pw, ph], axis=-1)
+        return d.astype(F32) if variance_in_target else (d / var).astype(F32)
+    pcx = ((priors[:, 0] + priors[:, 2]).astype(np.float64) / 2.0).astype(F32)
+    pcy = ((priors[:, 1] + priors[:, 3]).astype(np.float64) / 2.0).astype(F32)
+    bw = boxes[:, 2] - boxes[:, 0]
+    bh = boxes[:, 3] - boxes[:, 1]
+    bcx = ((boxes[:, 0] + boxes[:, 2]).astype(np.float64) / 2.0).astype(F32)
+    bcy = ((boxes[:, 1] + boxes[:, 3]).astype(np.float64) / 2.0).astype(F32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.stack([(bcx - pcx) / pw, (bcy - pcy) / ph,
+                        np.log((bw / pw).astype(F32)), np.log((bh / ph).astype(F32))], axis=-1).astype(F32)
+    return out if variance_in_target else (out / var).astype(F32)
+
+
+def top_scores(scores, threshold, top_k):
+    """Indices of the scores strictly above threshold, by decreasing score
+    (ties in index order), the first top_k of them (all when top_k < 0)."""
+    scores = np.asarray(scores, F32)
+    idx = np.flatnonzero(scores > threshold)
+    idx = idx[np.argsort(-scores[idx], kind="stable")]
+    if top_k is not None and top_k > -1:
+        idx = idx[:top_k]
+    return idx
+
+
+def nms(boxes, scores, score_threshold, nms_threshold, eta=1.0, top_k=-1, sizes=None, normalized=True):
+    """The fork's ApplyNMSFast: greedy over the top_k boxes above the score
+    threshold; a box is kept when its overlap with every kept box is at most
+    the threshold, which (eta < 1) shrinks by eta after each keep while it
+    is above 0.5. Returns the kept indices, best first. Pixel boxes
+    (normalized False) count both ends, as Faster R-CNN's NMS does."""
+    boxes = np.asarray(boxes, F32)
+    sizes = box_size(boxes, normalized) if sizes is None else sizes
+    order = top_scores(scores, score_threshold, top_k)
+    if not len(order):
+        return order
+    threshold = F32(nms_threshold)
+    kept = []
+    if eta >= 1:
+        # a fixed threshold: a kept box removes what it overlaps, at once
+        alive = np.ones(len(order), bool)
+        cand, csize = boxes[order], sizes[order]
+        for i in range(len(order)):
+            if not alive[i]:
+                continue
+            kept.append(order[i])
+            rest = np.flatnonzero(alive[i + 1:]) + i + 1
+            if len(rest):
+                iou = overlaps(cand[i], cand[rest], csize[i], csize[rest], normalized)
+                alive[rest[iou > threshold]] = False
+        return np.asarray(kept, np.int64)
+    for i in order:
+        if kept:
+            iou = overlaps(boxes[i], boxes[kept], sizes[i], sizes[kept], normalized)
+            keep = bool(np.all(iou <= threshold))
+        else:
+            keep = True
+        if keep:
+            kept.append(i)
+            if threshold > 0.5:
+                threshold = F32(threshold * F32(eta))
+    return np.asarray(kept, np.int64)
