@@ -22,7 +22,8 @@ _PARAM_NAMES = param_name_dict()
 # Types whose parameters live in another type's message: pycaffe needs
 # convolution_param=dict(...) for these; plain keywords work here too.
 _PARAM_NAMES.update({"Deconvolution": "convolution", "Im2col": "convolution", "LSTM": "recurrent",
-                     "RNN": "recurrent"})
+                     "RNN": "recurrent", "DepthwiseConvolution": "convolution",
+                     "ConvolutionDepthwise": "convolution", "NormalizeBBox": "norm"})
 
 
 def assign_proto(proto, name, value):

@@ -144,8 +144,39 @@ NEW = {
 }
 CASES.update(NEW)
 
+# The forks' layers with a backward.
+FORKS = {
+    "normalize_spatial_shared": ('type: "Normalize" norm_param { scale_filler { type: "constant" value: 3 } }',
+                                 {"x": (2, 3, 2, 3)}),
+    # (with one scale per channel the fork's backward leaves the scales out of
+    # the projection, which the golden-ssd cases pin down: not a gradient)
+    "normalize_pixel": ('type: "Normalize" norm_param { across_spatial: false '
+                        'scale_filler { type: "constant" value: 2 } eps: 0.01 }', {"x": (2, 3, 2, 3)}),
+    "permute": ('type: "Permute" permute_param { order: 0 order: 2 order: 3 order: 1 }', {"x": (2, 3, 2, 4)}),
+    "permute_3axis": ('type: "Permute" permute_param { order: 2 order: 0 }', {"x": (2, 3, 4)}),
+    "smooth_l1": ('type: "SmoothL1Loss" loss_weight: 2', {"p": (3, 4), "q": (3, 4)}),
+    "smooth_l1_sigma_weights": ('type: "SmoothL1Loss" smooth_l1_loss_param { sigma: 3 }',
+                                {"p": (3, 4), "q": (3, 4), "win": ((3, 4), "weight"), "wout": ((3, 4), "weight")}),
+    "roi_pooling": ('type: "ROIPooling" roi_pooling_param { pooled_h: 2 pooled_w: 3 spatial_scale: 0.5 }',
+                    {"x": (2, 2, 6, 7), "rois": ((3, 5), "rois:2:12:14")}),
+    "psroi_pooling": ('type: "PSROIPooling" psroi_pooling_param { spatial_scale: 0.5 output_dim: 2 group_size: 2 }',
+                      {"x": (2, 8, 6, 7), "rois": ((3, 5), "rois:2:12:14")}),
+    "interp_zoom": ('type: "Interp" interp_param { zoom_factor: 3 }', {"x": (2, 2, 3, 4)}),
+    "interp_size_crop": ('type: "Interp" interp_param { height: 5 width: 3 pad_beg: -1 pad_end: -1 }',
+                         {"x": (1, 2, 6, 7)}),
+    "upsample": ('type: "Upsample" upsample_param { scale: 2 }', {"x": (2, 2, 3, 3), "mask": ((2, 2, 3, 3), "unpool:2")}),
+    "shuffle_channel": ('type: "ShuffleChannel" shuffle_channel_param { group: 3 }', {"x": (2, 6, 2, 2)}),
+    "axpy": ('type: "Axpy"', {"a": (2, 3, 1, 1), "x": (2, 3, 2, 2), "y": (2, 3, 2, 2)}),
+    "relu6": ('type: "ReLU6"', {"x": (2, 3, 4)}),
+    "conv_depthwise": ('type: "ConvolutionDepthwise" convolution_param { num_output: 1 kernel_size: 3 pad: 1 '
+                       'stride: 2 %s }' % FILL, {"x": (2, 3, 5, 6)}),
+    "depthwise_convolution": ('type: "DepthwiseConvolution" convolution_param { num_output: 3 group: 3 '
+                              'kernel_size: 3 pad: 1 %s }' % FILL, {"x": (2, 3, 5, 6)}),
+}
+CASES.update(FORKS)
+
 LABELS = {"label", "t"}
-UNCHECKED_KINDS = ("index", "select", "binary", "cont", "state")
+UNCHECKED_KINDS = ("index", "select", "binary", "cont", "state", "weight", "rois", "unpool")
 
 
 def _shape(spec):
@@ -188,6 +219,20 @@ def _fill_inputs(net, inputs, rng, name):
             net.blobs[blob].data[...] = 1
             net.blobs[blob].data[0] = 0
             net.blobs[blob].data[-1, 0] = 0
+        elif kind == "weight":
+            net.blobs[blob].data[...] = rng.uniform(0.2, 2, size=shape)
+        elif kind.startswith("rois:"):      # rois:images:height:width, corners inside the image
+            n, h, w = (int(v) for v in kind.split(":")[1:])
+            x1, x2 = np.sort(rng.uniform(0, w - 1, (2, shape[0])), axis=0)
+            y1, y2 = np.sort(rng.uniform(0, h - 1, (2, shape[0])), axis=0)
+            net.blobs[blob].data[...] = np.stack([rng.randint(0, n, shape[0]), x1, y1, x2, y2], axis=1)
+        elif kind.startswith("unpool:"):    # a MAX pooling mask of stride s: one cell of each s x s block
+            st = int(kind[7:])
+            h, w = shape[2:]
+            di, dj = rng.randint(0, st, shape), rng.randint(0, st, shape)
+            rows = np.arange(h)[:, None] * st + di
+            cols = np.arange(w)[None, :] * st + dj
+            net.blobs[blob].data[...] = rows * (w * st) + cols
         elif kind == "prob":
             net.blobs[blob].data[...] = rng.uniform(0.05, 1, size=shape)
         elif blob == "label":

@@ -558,7 +558,7 @@ def roi_pool_forward(x, rois, scale, pooled):
     n, c, h, w = x.shape
     batch, hs, he, ws, we = _roi_bins(rois, scale, pooled)
     hs, he, ws, we = np.clip(hs, 0, h), np.clip(he, 0, h), np.clip(ws, 0, w), np.clip(we, 0, w)
-    y = np.zeros((len(batch), c) + tuple(pooled), np.float32)
+    y = np.zeros((len(batch), c) + tuple(pooled), x.dtype)
     arg = np.full(y.shape, -1, np.int64)
     for r in range(len(batch)):
         if not 0 <= batch[r] < n:
@@ -579,9 +579,8 @@ def roi_pool_forward(x, rois, scale, pooled):
 def roi_pool_backward(dy, argmax, rois, x_shape):
     """Each output's diff added to the input position that won it."""
     n, c, h, w = x_shape
-    dx = np.zeros((n, c, h * w), np.float32)
+    dx = np.zeros((n, c, h * w), dy.dtype)
     batch = np.asarray(rois, np.float32).reshape(-1, 5)[:, 0].astype(np.int64)
-    dy = np.asarray(dy, np.float32)
     for r in range(len(batch)):
         a = argmax[r].reshape(c, -1)
         d = dy[r].reshape(c, -1)
@@ -613,7 +612,7 @@ def psroi_pool_forward(x, rois, scale, dim, group):
     bin (i, j) of output channel c averages input channel (c*group+i)*group+j."""
     n, _, h, w = x.shape
     batch, hs, he, ws, we = _psroi_bins(rois, scale, group, h, w)
-    y = np.zeros((len(batch), dim, group, group), np.float32)
+    y = np.zeros((len(batch), dim, group, group), x.dtype)
     ctop = np.arange(dim)
     for r in range(len(batch)):
         if not 0 <= batch[r] < n:
@@ -624,14 +623,14 @@ def psroi_pool_forward(x, rois, scale, dim, group):
                 if he[r, i] <= hs[r, i] or we[r, j] <= ws[r, j]:
                     continue
                 win = x[batch[r], (ctop * group + i) * group + j, hs[r, i]:he[r, i], ws[r, j]:we[r, j]]
-                y[r, :, i, j] = win.reshape(dim, -1).sum(axis=1) / np.float32(area)
+                y[r, :, i, j] = win.reshape(dim, -1).sum(axis=1) / x.dtype.type(area)
     return y
 
 
 def psroi_pool_backward(dy, rois, scale, dim, group, x_shape):
     n, c, h, w = x_shape
     batch, hs, he, ws, we = _psroi_bins(rois, scale, group, h, w)
-    dx = np.zeros(x_shape, np.float32)
+    dx = np.zeros(x_shape, dy.dtype)
     ctop = np.arange(dim)
     for r in range(len(batch)):
         for i in range(group):
@@ -639,21 +638,22 @@ def psroi_pool_backward(dy, rois, scale, dim, group, x_shape):
                 area = (he[r, i] - hs[r, i]) * (we[r, j] - ws[r, j])
                 if he[r, i] <= hs[r, i] or we[r, j] <= ws[r, j]:
                     continue
-                g = (dy[r, :, i, j] / np.float32(area)).astype(np.float32)
+                g = dy[r, :, i, j] / dy.dtype.type(area)
                 dx[batch[r], (ctop * group + i) * group + j, hs[r, i]:he[r, i], ws[r, j]:we[r, j]] += \
                     g[:, None, None]
     return dx
 
 
-def _interp_taps(size_in, size_out):
+def _interp_taps(size_in, size_out, dtype):
     """DeepLab's interp2 along one axis: for each output position, the
-    lower input index, the step to the next (0 at the end) and its weights."""
+    lower input index, the step to the next (0 at the end) and its weights
+    (the positions in float, as the fork computes them)."""
     r = np.float32(size_in - 1) / np.float32(size_out - 1) if size_out > 1 else np.float32(0)
     pos = (r * np.arange(size_out, dtype=np.float32)).astype(np.float32)
     lo = pos.astype(np.int64)
     step = (lo < size_in - 1).astype(np.int64)
-    l1 = (pos - lo.astype(np.float32)).astype(np.float32)
-    return lo, step, np.float32(1) - l1, l1
+    l1 = (pos - lo.astype(np.float32)).astype(dtype)
+    return lo, step, dtype.type(1) - l1, l1
 
 
 def interp_forward(x, crop, out_hw):
@@ -663,29 +663,29 @@ def interp_forward(x, crop, out_hw):
     src = x[:, :, off:off + eh, off:off + ew]
     oh, ow = out_hw
     if (eh, ew) == (oh, ow):
-        return np.array(src, np.float32)
-    hl, hp, h0, h1 = _interp_taps(eh, oh)
-    wl, wp, w0, w1 = _interp_taps(ew, ow)
+        return np.array(src)
+    hl, hp, h0, h1 = _interp_taps(eh, oh, x.dtype)
+    wl, wp, w0, w1 = _interp_taps(ew, ow, x.dtype)
     top = src[:, :, hl]
     bot = src[:, :, hl + hp]
     w0, w1 = w0[None, None, None, :], w1[None, None, None, :]
     a = w0 * top[:, :, :, wl] + w1 * top[:, :, :, wl + wp]
     b = w0 * bot[:, :, :, wl] + w1 * bot[:, :, :, wl + wp]
-    return (h0[None, None, :, None] * a + h1[None, None, :, None] * b).astype(np.float32)
+    return h0[None, None, :, None] * a + h1[None, None, :, None] * b
 
 
 def interp_backward(dy, x_shape, crop):
     off, eh, ew = crop
     n, c = x_shape[:2]
     oh, ow = dy.shape[2:]
-    dx = np.zeros(x_shape, np.float32)
+    dx = np.zeros(x_shape, dy.dtype)
     if (eh, ew) == (oh, ow):
         dx[:, :, off:off + eh, off:off + ew] = dy
         return dx
-    hl, hp, h0, h1 = _interp_taps(eh, oh)
-    wl, wp, w0, w1 = _interp_taps(ew, ow)
-    plane = np.zeros((n * c, eh, ew), np.float32)
-    d = np.asarray(dy, np.float32).reshape(n * c, oh, ow)
+    hl, hp, h0, h1 = _interp_taps(eh, oh, dy.dtype)
+    wl, wp, w0, w1 = _interp_taps(ew, ow, dy.dtype)
+    plane = np.zeros((n * c, eh, ew), dy.dtype)
+    d = dy.reshape(n * c, oh, ow)
     for hh, hw_ in ((hl, h0), (hl + hp, h1)):
         for ww, wwt in ((wl, w0), (wl + wp, w1)):
             contrib = d * (hw_[:, None] * wwt[None, :])[None]
@@ -701,7 +701,7 @@ def upsample_forward(x, mask, out_hw):
     area = out_hw[0] * out_hw[1]
     idx = np.asarray(mask).reshape(n * c, -1).astype(np.int64)
     bad = int(((idx < 0) | (idx >= area)).sum())
-    y = np.zeros((n * c, area), np.float32)
+    y = np.zeros((n * c, area), x.dtype)
     if not bad:
         y[np.arange(n * c)[:, None], idx] = x.reshape(n * c, -1)
     return y.reshape((n, c) + tuple(out_hw)), bad
@@ -711,4 +711,4 @@ def upsample_backward(dy, mask):
     n, c = mask.shape[:2]
     idx = np.asarray(mask).reshape(n * c, -1).astype(np.int64)
     d = dy.reshape(n * c, -1)
-    return d[np.arange(n * c)[:, None], idx].reshape(mask.shape).astype(np.float32)
+    return d[np.arange(n * c)[:, None], idx].reshape(mask.shape)

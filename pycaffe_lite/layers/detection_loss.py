@@ -43,7 +43,7 @@ class SmoothL1LossLayer(Layer):
         if len(bottom) == 4:
             err = err * bottom[3].dev_data.reshape(d.shape)
         n = max(bottom[0].shape[0] if bottom[0].num_axes else 1, 1)
-        top[0].dev_data[...] = xp.abs(err).sum(dtype=np.float32) / np.float32(n)
+        top[0].dev_data[...] = xp.abs(err).sum() / n
 
     def backward(self, top, propagate_down, bottom):
         xp = self.xp
@@ -51,7 +51,7 @@ class SmoothL1LossLayer(Layer):
         inv = np.float32(1) / self.sigma2
         g = xp.where(xp.abs(d) < inv, self.sigma2 * d, xp.sign(d))
         n = max(bottom[0].shape[0] if bottom[0].num_axes else 1, 1)
-        scale = top[0].dev_diff.reshape(()) / np.float32(n)
+        scale = top[0].dev_diff.reshape(()) / n
         if len(bottom) == 4:
             g = g * bottom[2].dev_data.reshape(d.shape) * bottom[3].dev_data.reshape(d.shape)
         for i, sign in ((0, 1), (1, -1)):
