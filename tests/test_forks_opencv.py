@@ -44,7 +44,7 @@ def detections(rows):
     and orders by score across classes; the fork writes classes in order."""
     rows = np.asarray(rows).reshape(-1, 7)
     rows = rows[rows[:, 1] > 0] if len(rows) else rows
-    return rows[np.lexsort((-rows[:, 2], rows[:, 1], rows[:, 0]))]
+    return rows[np.lexsort(tuple(rows[:, k] for k in (6, 5, 4, 3)) + (-rows[:, 2], rows[:, 1], rows[:, 0]))]
 
 
 def compare_with_opencv(tmp_path, text, feed, opencv_text=None, seed=3, min_blobs=1, rtol=1e-4):
