@@ -29,7 +29,7 @@ def randomize(net, rng):
                 b.data[...] = [rng.randn(*b.data.shape) * 0.1, rng.rand(*b.data.shape) + 0.5,
                                np.ones(b.data.shape)][i]
             elif kind == "Scale":
-                b.data[...] = rng.rand(*b.data.shape) * 0.5 + 0.3 if i == 0 else rng.randn(*b.data.shape) * 0.1
+                b.data[...] = rng.rand(*b.data.shape) * 0.6 + 0.9 if i == 0 else rng.randn(*b.data.shape) * 0.1
             elif kind == "Normalize":
                 b.data[...] = rng.rand(*b.data.shape) * 10 + 5
             else:
