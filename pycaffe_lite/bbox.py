@@ -171,3 +171,72 @@ def nms(boxes, scores, score_threshold, nms_threshold, eta=1.0, top_k=-1, sizes=
             if threshold > 0.5:
                 threshold = F32(threshold * F32(eta))
     return np.asarray(kept, np.int64)
+
+
+def match(gt, preds, match_type, threshold, gt_labels=None, label=-1, ignore_cross_boundary=False):
+    """The fork's MatchBBox: gt boxes (G, 4) to predictions or priors
+    (P, 4). Bipartite first (repeatedly the largest remaining overlap, the
+    lowest prediction then the lowest box on ties), then, for
+    PER_PREDICTION, each still unmatched prediction to its best box at or
+    above the threshold. With a label, only boxes of that label take part.
+    Returns (indices into gt or -1 (-2: crosses the image boundary),
+    each prediction's largest overlap)."""
+    preds = np.asarray(preds, F32).reshape(-1, 4)
+    n = len(preds)
+    index = np.full(n, -1, np.int64)
+    best = np.zeros(n, F32)
+    gt = np.asarray(gt, F32).reshape(-1, 4)
+    pool = np.arange(len(gt)) if label == -1 else np.flatnonzero(np.asarray(gt_labels) == label)
+    if not len(pool):
+        return index, best
+    over = overlap_matrix(preds, gt[pool])             # (P, G'): prediction first, as the fork
+    if ignore_cross_boundary:
+        cross = (preds < 0).any(axis=1) | (preds > 1).any(axis=1)
+        index[cross] = -2
+        over[cross] = 0
+    stored = over > F32(1e-6)
+    best = np.where(stored, over, F32(0)).max(axis=1).astype(F32)
+    work = np.where(stored, over, -np.inf).astype(np.float64)
+    free_gt = np.ones(len(pool), bool)
+    for _ in range(len(pool)):
+        masked = np.where((index == -1)[:, None] & free_gt[None, :], work, -np.inf)
+        k = int(np.argmax(masked))
+        i, j = divmod(k, len(pool))
+        if not np.isfinite(masked[i, j]):
+            break
+        index[i] = pool[j]
+        best[i] = over[i, j]
+        free_gt[j] = False
+    if match_type == pb.MultiBoxLossParameter.PER_PREDICTION:
+        ok = stored & (over >= F32(threshold))
+        rows = np.flatnonzero((index == -1) & ok.any(axis=1))
+        if len(rows):
+            cand = np.where(ok[rows], over[rows], -np.inf)
+            j = np.argmax(cand, axis=1)
+            index[rows] = pool[j]
+            best[rows] = over[rows, j]
+    return index, best
+
+
+def nms_keep_k(boxes, scores, threshold, top_k, sizes=None):
+    """The fork's ApplyNMS (hard example mining): the top_k best scores
+    (all when top_k < 0; none for 0), boxes of area under 1e-5 passed over,
+    each kept box removing those overlapping it above the threshold, until
+    top_k are kept."""
+    boxes = np.asarray(boxes, F32).reshape(-1, 4)
+    sizes = box_size(boxes) if sizes is None else sizes
+    order = np.argsort(-np.asarray(scores, F32), kind="stable")
+    if top_k > -1:
+        order = order[:top_k]
+    alive = list(order[sizes[order] >= F32(1e-5)])
+    kept = []
+    while alive:
+        b = alive.pop(0)
+        kept.append(b)
+        if top_k > -1 and len(kept) >= top_k:
+            break
+        if alive:
+            rest = np.asarray(alive)
+            iou = overlaps(boxes[b], boxes[rest], sizes[b], sizes[rest])
+            alive = list(rest[~(iou > F32(threshold))])
+    return np.asarray(kept, np.int64)
