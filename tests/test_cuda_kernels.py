@@ -246,3 +246,74 @@ def test_lstm_unit(ops):
     for a, b in zip(got, want):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert (want[0][1] == 0).all() and (want[1][1, h:2 * h] == 0).all(), "cont 0 cuts the previous cell off"
+
+
+# -- the forks' kernels ---------------------------------------------------------------
+
+@pytest.mark.parametrize("shape,order", [((2, 3, 4, 5), (0, 2, 3, 1)), ((2, 6, 5), (2, 0, 1)),
+                                         ((3, 2, 2, 3, 2), (0, 3, 1, 4, 2))])
+def test_permute(ops, shape, order):
+    x = rand(*shape)
+    np.testing.assert_array_equal(ops.permute(x, order), cpu.permute(x, order))
+
+
+def _rois(rng, n, h, w, images):
+    x1, x2 = np.sort(rng.uniform(-3, w + 3, (2, n)), axis=0)
+    y1, y2 = np.sort(rng.uniform(-3, h + 3, (2, n)), axis=0)
+    r = np.stack([rng.randint(0, images, n), x1, y1, x2, y2], axis=1).astype(np.float32)
+    r[0, 1:] = [2.5, 4.5, 2.5, 4.5]          # halves, rounded away from zero
+    return r
+
+
+@pytest.mark.parametrize("scale,pooled", [(0.25, (3, 4)), (1.0, (2, 2)), (0.5, (7, 5))])
+def test_roi_pooling(ops, scale, pooled):
+    rng = np.random.RandomState(1)
+    x = rand(2, 3, 9, 11)
+    rois = _rois(rng, 6, 9 / scale, 11 / scale, 2)
+    y, arg = ops.roi_pool_forward(x, rois, scale, pooled)
+    y_ref, arg_ref = cpu.roi_pool_forward(x, rois, scale, pooled)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(arg, arg_ref)
+    dy = rand(*y.shape, seed=2)
+    np.testing.assert_allclose(ops.roi_pool_backward(dy, arg, rois, x.shape),
+                               cpu.roi_pool_backward(dy, arg_ref, rois, x.shape), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("scale,group", [(0.25, 3), (0.5, 2)])
+def test_psroi_pooling(ops, scale, group):
+    rng = np.random.RandomState(3)
+    dim = 2
+    x = rand(2, dim * group * group, 8, 10)
+    rois = _rois(rng, 5, 8 / scale, 10 / scale, 2)
+    y = ops.psroi_pool_forward(x, rois, scale, dim, group)
+    np.testing.assert_allclose(y, cpu.psroi_pool_forward(x, rois, scale, dim, group), rtol=1e-6, atol=1e-6)
+    dy = rand(*y.shape, seed=4)
+    np.testing.assert_allclose(ops.psroi_pool_backward(dy, rois, scale, dim, group, x.shape),
+                               cpu.psroi_pool_backward(dy, rois, scale, dim, group, x.shape), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape,crop,out", [((2, 3, 5, 7), (0, 5, 7), (9, 13)), ((1, 2, 6, 6), (1, 4, 4), (7, 3)),
+                                            ((1, 2, 4, 5), (0, 4, 5), (4, 5)), ((1, 1, 5, 4), (0, 5, 4), (1, 1))])
+def test_interp(ops, shape, crop, out):
+    x = rand(*shape)
+    np.testing.assert_array_equal(ops.interp_forward(x, crop, out), cpu.interp_forward(x, crop, out))
+    dy = rand(shape[0], shape[1], *out, seed=5)
+    np.testing.assert_allclose(ops.interp_backward(dy, shape, crop), cpu.interp_backward(dy, shape, crop),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_upsample(ops):
+    rng = np.random.RandomState(6)
+    x = rand(2, 3, 4, 5)
+    rows = np.arange(4)[:, None] * 2 + rng.randint(0, 2, (2, 3, 4, 5))
+    cols = np.arange(5)[None, :] * 2 + rng.randint(0, 2, (2, 3, 4, 5))
+    mask = (rows * 10 + cols).astype(np.float32)           # into an 8 x 10 output
+    y, bad = ops.upsample_forward(x, mask, (8, 10))
+    y_ref, bad_ref = cpu.upsample_forward(x, mask, (8, 10))
+    assert bad == bad_ref == 0
+    np.testing.assert_array_equal(y, y_ref)
+    assert (y != 0).sum() == x.size
+    dy = rand(2, 3, 8, 10, seed=7)
+    np.testing.assert_array_equal(ops.upsample_backward(dy, mask), cpu.upsample_backward(dy, mask))
+    mask[0, 0, 0, 0] = 80                                  # one past the plane
+    assert ops.upsample_forward(x, mask, (8, 10))[1] == cpu.upsample_forward(x, mask, (8, 10))[1] == 1

@@ -12,7 +12,7 @@ import pycaffe_lite as caffe
 from pycaffe_lite import backend
 from pycaffe_lite.kernels import gpu
 from cuda_emulation import EmulatedKernels
-from conftest import golden_cases
+from conftest import GOLDEN_SSD, golden_cases
 
 
 class DeviceArray(np.ndarray):
@@ -71,6 +71,14 @@ def test_golden_layer_case_in_gpu_mode(name, emulated_gpu, monkeypatch):
     # Reshape only share the bottom's memory and never touch it).
     if any(l.type not in ("Input", "Flatten", "Reshape") for net in made for l in net.layers):
         assert any(b._data_buf.device is not None for net in made for b in net.blobs.values())
+
+
+@pytest.mark.parametrize("name", golden_cases("layers", GOLDEN_SSD))
+def test_ssd_golden_layer_case_in_gpu_mode(name, emulated_gpu):
+    """The SSD fork's cases through the GPU code paths (Permute's kernel,
+    Normalize on the array module, the host-side detection layers)."""
+    from test_golden_layers import test_ssd_layer_case
+    test_ssd_layer_case(name)
 
 
 def test_blob_keeps_host_and_device_in_step(emulated_gpu):
@@ -143,6 +151,56 @@ layer { name: "pw" type: "Convolution" bottom: "dw" top: "pw"
         net.backward(pw=dy)
         runs.append([net.blobs["pw"].data.copy(), net.blobs["data"].diff.copy()] +
                     [p.diff.copy() for name in ("dw", "pw") for p in net.params[name]])
+    backend._state.clear()
+    backend._state.update(cpu_state)
+    for a, b in zip(*runs):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+        assert np.abs(a).max() > 0
+
+
+FORK_NET = """
+force_backward: true
+layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 2 dim: 8 dim: 6 dim: 8 } } }
+layer { name: "rois" type: "Input" top: "rois" input_param { shape { dim: 3 dim: 5 } } }
+layer { name: "a" type: "Input" top: "a" input_param { shape { dim: 2 dim: 8 dim: 1 dim: 1 } } }
+layer { name: "shuffle" type: "ShuffleChannel" bottom: "x" top: "shuffle" shuffle_channel_param { group: 2 } }
+layer { name: "norm" type: "Normalize" bottom: "shuffle" top: "norm" norm_param { across_spatial: false
+  channel_shared: false scale_filler { type: "uniform" min: 1 max: 2 } } }
+layer { name: "axpy" type: "Axpy" bottom: "a" bottom: "norm" bottom: "x" top: "axpy" }
+layer { name: "relu6" type: "ReLU6" bottom: "axpy" top: "relu6" }
+layer { name: "perm" type: "Permute" bottom: "relu6" top: "perm" permute_param { order: 0 order: 2 order: 3 order: 1 } }
+layer { name: "interp" type: "Interp" bottom: "relu6" top: "interp" interp_param { zoom_factor: 2 } }
+layer { name: "pool" type: "Pooling" bottom: "interp" top: "pool" top: "mask" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "up" type: "Upsample" bottom: "pool" bottom: "mask" top: "up" propagate_down: true propagate_down: false upsample_param { scale: 2 } }
+layer { name: "roi" type: "ROIPooling" bottom: "up" bottom: "rois" top: "roi" propagate_down: true propagate_down: false
+  roi_pooling_param { pooled_h: 2 pooled_w: 3 spatial_scale: 0.5 } }
+layer { name: "psroi" type: "PSROIPooling" bottom: "x" bottom: "rois" top: "psroi" propagate_down: true propagate_down: false
+  psroi_pooling_param { spatial_scale: 0.5 output_dim: 2 group_size: 2 } }
+"""
+
+
+def test_fork_layers_in_gpu_mode(tmp_path, emulated_gpu):
+    """The forks' kernels inside a net: forward and backward in GPU mode give
+    the CPU's numbers."""
+    path = tmp_path / "net.prototxt"
+    path.write_text(FORK_NET)
+    rng = np.random.RandomState(0)
+    feed = {"x": rng.randn(2, 8, 6, 8).astype(np.float32),
+            "rois": np.array([[0, 0, 0, 15, 11], [1, 2, 3, 9, 10], [1, 4.5, 2.5, 14, 6]], np.float32),
+            "a": rng.rand(2, 8, 1, 1).astype(np.float32)}
+    caffe.set_random_seed(3)
+    net = caffe.Net(str(path), caffe.TEST)
+    diffs = {b: rng.randn(*net.blobs[b].shape).astype(np.float32) for b in ("perm", "roi", "psroi")}
+    cpu_state = dict(backend._state)
+    runs = []
+    for mode in ("gpu", "cpu"):
+        if mode == "cpu":
+            backend._state.update(mode=backend.CPU, xp=np, ops=backend._cpu_ops)
+        net.forward(**feed)
+        net.clear_param_diffs()
+        net.backward(**diffs)
+        runs.append([net.blobs[b].data.copy() for b in ("perm", "up", "roi", "psroi")] +
+                    [net.blobs[b].diff.copy() for b in ("x", "a")] + [net.params["norm"][0].diff.copy()])
     backend._state.clear()
     backend._state.update(cpu_state)
     for a, b in zip(*runs):

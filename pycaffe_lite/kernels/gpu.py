@@ -10,7 +10,8 @@ import os
 import numpy as np
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cuda")
-SOURCES = ["im2col.cu", "im2col_nd.cu", "pooling.cu", "lrn.cu", "softmax_loss.cu", "indexing.cu", "lstm_unit.cu"]
+SOURCES = ["im2col.cu", "im2col_nd.cu", "pooling.cu", "lrn.cu", "softmax_loss.cu", "indexing.cu", "lstm_unit.cu",
+           "forks.cu"]
 BLOCK = 256
 MAX_BLOCKS = 65535
 
@@ -255,6 +256,82 @@ class CudaOps:
         self._launch("lstm_unit_backward", c.size, self._f32(c_prev), self._f32(x), self._f32(cont), self._f32(c),
                      self._f32(dc), self._f32(dh), _i(c_prev.shape[1]), dc_prev, dx)
         return dc_prev, dx
+
+    # -- the forks' layers --------------------------------------------------------------
+    def _ints(self, values):
+        return self.xp.asarray(np.asarray(values, np.int32))
+
+    def permute(self, x, order):
+        x = self._f32(x)
+        shape = x.shape
+        new_shape = tuple(shape[a] for a in order)
+        steps = lambda s: [int(np.prod(s[i + 1:], dtype=np.int64)) for i in range(len(s))]
+        y = self.xp.empty(new_shape, dtype=self.xp.float32)
+        self._launch("permute", y.size, x, self._ints(order), self._ints(steps(shape)), self._ints(steps(new_shape)),
+                     _i(len(shape)), y)
+        return y
+
+    def roi_pool_forward(self, x, rois, scale, pooled):
+        x, rois = self._f32(x), self._f32(rois)
+        n, c, h, w = x.shape
+        y = self.xp.empty((rois.shape[0], c) + tuple(pooled), dtype=self.xp.float32)
+        arg = self.xp.empty(y.shape, dtype=self.xp.float32)
+        self._launch("roi_pool_forward", y.size, x, np.float32(scale), _i(c), _i(h), _i(w), _i(pooled[0]),
+                     _i(pooled[1]), rois, y, arg)
+        return y, arg
+
+    def roi_pool_backward(self, dy, argmax, rois, x_shape):
+        n, c, h, w = x_shape
+        dx = self.xp.empty(tuple(x_shape), dtype=self.xp.float32)
+        self._launch("roi_pool_backward", dx.size, self._f32(dy), self._f32(argmax), _i(rois.shape[0]), _i(c), _i(h),
+                     _i(w), _i(dy.shape[2]), _i(dy.shape[3]), self._f32(rois), dx)
+        return dx
+
+    def psroi_pool_forward(self, x, rois, scale, dim, group):
+        x, rois = self._f32(x), self._f32(rois)
+        n, c, h, w = x.shape
+        y = self.xp.empty((rois.shape[0], dim, group, group), dtype=self.xp.float32)
+        self._launch("psroi_pool_forward", y.size, x, np.float32(scale), _i(c), _i(h), _i(w), _i(group), _i(dim),
+                     rois, y)
+        return y
+
+    def psroi_pool_backward(self, dy, rois, scale, dim, group, x_shape):
+        n, c, h, w = x_shape
+        dx = self.xp.zeros(tuple(x_shape), dtype=self.xp.float32)
+        self._launch("psroi_pool_backward", dy.size, self._f32(dy), np.float32(scale), _i(c), _i(h), _i(w), _i(group),
+                     _i(dim), self._f32(rois), dx)
+        return dx
+
+    def interp_forward(self, x, crop, out_hw):
+        x = self._f32(x)
+        n, c, h, w = x.shape
+        off, eh, ew = crop
+        y = self.xp.empty((n, c) + tuple(out_hw), dtype=self.xp.float32)
+        self._launch("interp_forward", y.size, x, _i(h), _i(w), _i(off), _i(eh), _i(ew), _i(out_hw[0]), _i(out_hw[1]), y)
+        return y
+
+    def interp_backward(self, dy, x_shape, crop):
+        n, c, h, w = x_shape
+        off, eh, ew = crop
+        dx = self.xp.zeros(tuple(x_shape), dtype=self.xp.float32)
+        self._launch("interp_backward", dy.size, self._f32(dy), _i(h), _i(w), _i(off), _i(eh), _i(ew), _i(dy.shape[2]),
+                     _i(dy.shape[3]), dx)
+        return dx
+
+    def upsample_forward(self, x, mask, out_hw):
+        x, mask = self._f32(x), self._f32(mask)
+        n, c, h, w = x.shape
+        y = self.xp.zeros((n, c) + tuple(out_hw), dtype=self.xp.float32)
+        bad = self.xp.zeros(1, dtype=self.xp.float32)
+        self._launch("upsample_forward", x.size, x, mask, _i(h * w), _i(out_hw[0] * out_hw[1]), y, bad)
+        return y, int(float(bad[0]))
+
+    def upsample_backward(self, dy, mask):
+        mask = self._f32(mask)
+        n, c, h, w = mask.shape
+        dx = self.xp.empty(mask.shape, dtype=self.xp.float32)
+        self._launch("upsample_backward", dx.size, self._f32(dy), mask, _i(h * w), _i(dy.shape[2] * dy.shape[3]), dx)
+        return dx
 
     # -- solver ----------------------------------------------------------------------
     @staticmethod
