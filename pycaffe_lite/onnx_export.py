@@ -210,8 +210,9 @@ def caffe_pool_end_pads(size, kernel, pad, stride, out):
 @converter("Pooling")
 def _pooling(ex, layer, lp, ins, tops, prefix):
     g = ex.g
-    if len(lp.top) > 1:
-        ex.fail(lp, "the MAX mask top (Caffe's argmax indices) has no ONNX counterpart")
+    masked = len(lp.top) > 1
+    if masked and (layer.method != pb.PoolingParameter.MAX or layer.global_pooling):
+        ex.fail(lp, "only MAX pooling over windows has a mask top ONNX can give")
     x_shape = _net_shape(ex, lp_bottom(lp, prefix))
     size, out = list(x_shape[2:]), list(layer.out_hw)
     kernel, pad, stride = list(layer.kernel), list(layer.pad), list(layer.stride)
@@ -225,6 +226,10 @@ def _pooling(ex, layer, lp, ins, tops, prefix):
         keep = [s + e for s, e in zip(size, end)]
         x = g.slice(x, [0, 0], keep, [2, 3], tops[0] + "_unread")
         end = [max(0, e) for e in end]
+    if maximum and masked:
+        y, index = g.op("MaxPool", [x], tops[0], outputs=2, kernel_shape=kernel, strides=stride, pads=pad + end)
+        return [y, _caffe_mask(g, index, size, [s + min(0, e) for s, e in zip(size, caffe_pool_end_pads(
+            size, kernel, pad, stride, out))], tops[1])]
     if maximum:
         # ONNX's MaxPool ignores padding, as Caffe's window clipped to the image
         return [g.op("MaxPool", [x], tops[0], kernel_shape=kernel, strides=stride, pads=pad + end)]
@@ -239,6 +244,17 @@ def _pooling(ex, layer, lp, ins, tops, prefix):
         end = [e - p for p, e in zip(pad, end)]
     return [g.op("AveragePool", [x], tops[0], kernel_shape=kernel, strides=stride, pads=[0, 0] + end,
                  count_include_pad=0)]
+
+
+def _caffe_mask(g, index, size, read, hint):
+    """Caffe's MAX mask (h * W + w within each plane, as floats) from ONNX's
+    indices into the whole (possibly row- or column-cut: `read`) tensor."""
+    plane = g.op("Mod", [index, g.ints(hint + "_area", [read[0] * read[1]])], hint + "_plane")
+    if read[1] != size[1]:
+        h = g.op("Div", [plane, g.ints(hint + "_rw", [read[1]])], hint + "_h")
+        w = g.op("Mod", [plane, g.ints(hint + "_rw2", [read[1]])], hint + "_w")
+        plane = g.op("Add", [g.op("Mul", [h, g.ints(hint + "_W", [size[1]])], hint + "_hW"), w], hint + "_hw")
+    return g.op("Cast", [plane], hint, to=1)
 
 
 @converter("LRN")
@@ -792,3 +808,124 @@ def export(net, path, opset=17, dynamic_batch=False, outputs=(), transformer=Non
 
 # the IR version each opset came with: older runtimes read these
 _IR_FOR_OPSET = {9: 4, 10: 5, 11: 6, 12: 7, 13: 7, 14: 7, 15: 8, 16: 8, 17: 8, 18: 8, 19: 9, 20: 9, 21: 10}
+
+
+# -- the forks' layers ----------------------------------------------------------
+@converter("DepthwiseConvolution", "ConvolutionDepthwise")
+def _depthwise(ex, layer, lp, ins, tops, prefix):
+    return _convolution(ex, layer, lp, ins, tops, prefix)
+
+
+@converter("Normalize", "NormalizeBBox")
+def _normalize(ex, layer, lp, ins, tops, prefix):
+    """x / sqrt(sum x^2 + eps) * scale: Caffe's eps sits inside the root,
+    which ONNX's ReduceL2 has no room for."""
+    g = ex.g
+    rank = len(_net_shape(ex, lp_bottom(lp, prefix)))
+    axes = list(range(1, rank)) if layer.across else [1]
+    sq = g.reduce("ReduceSumSquare", ins[0], axes, tops[0] + "_sumsq")
+    norm = g.op("Sqrt", [g.op("Add", [sq, g.const(tops[0] + "_eps", np.float32(layer.eps))], tops[0] + "_eps_add")],
+                tops[0] + "_norm")
+    y = g.op("Div", [ins[0], norm], tops[0] + "_unit")
+    scale = layer.blobs[0].data
+    scale = np.float32(scale.reshape(())) if layer.shared else _channel_param(ex, scale, rank)
+    return [g.op("Mul", [y, g.const(tops[0] + "_scale", scale)], tops[0])]
+
+
+@converter("Permute")
+def _permute(ex, layer, lp, ins, tops, prefix):
+    return [ex.g.op("Transpose", ins, tops[0], perm=list(layer.order))]
+
+
+@converter("PriorBox")
+def _prior_box(ex, layer, lp, ins, tops, prefix):
+    """A constant: the priors depend on the bottoms' shapes alone."""
+    feat = _net_shape(ex, lp_bottom(lp, prefix))
+    image = _net_shape(ex, lp_bottom(lp, prefix, 1)) if len(lp.bottom) > 1 else (0, 0, 0, 0)
+    corners = layer.priors(tuple(feat[2:4]), tuple(image[2:4]))
+    var = np.broadcast_to(layer.variance if len(layer.variance) == 4 else layer.variance[:1], corners.shape)
+    value = np.stack([corners.reshape(-1), np.ascontiguousarray(var).reshape(-1)]).reshape(1, 2, -1)
+    return [ex.g.op("Identity", [ex.g.const(tops[0] + "_value", value)], tops[0])]
+
+
+@converter("ReLU6")
+def _relu6(ex, layer, lp, ins, tops, prefix):
+    g = ex.g
+    return [g.op("Clip", [ins[0], g.const(tops[0] + "_min", np.float32(0)), g.const(tops[0] + "_max", np.float32(6))],
+                 tops[0])]
+
+
+@converter("Axpy")
+def _axpy(ex, layer, lp, ins, tops, prefix):
+    g = ex.g
+    a, x, y = ins
+    rank = len(_net_shape(ex, lp_bottom(lp, prefix, 1)))
+    a_shape = _net_shape(ex, lp_bottom(lp, prefix, 0))
+    if len(a_shape) != rank:
+        a = g.reshape(a, ex.batch_shape(list(a_shape[:2]) + [1] * (rank - 2), lp), tops[0] + "_a")
+    return [g.op("Add", [g.op("Mul", [a, x], tops[0] + "_ax"), y], tops[0])]
+
+
+@converter("ShuffleChannel")
+def _shuffle_channel(ex, layer, lp, ins, tops, prefix):
+    g = ex.g
+    shape = list(_net_shape(ex, lp_bottom(lp, prefix)))
+    n, c = shape[:2]
+    rest = int(np.prod(shape[2:], dtype=np.int64))
+    grouped = g.reshape(ins[0], ex.batch_shape([n, layer.group, c // layer.group, rest], lp), tops[0] + "_groups")
+    swapped = g.op("Transpose", [grouped], tops[0] + "_swap", perm=[0, 2, 1, 3])
+    return [g.reshape(swapped, ex.batch_shape(shape, lp), tops[0])]
+
+
+@converter("Interp")
+def _interp(ex, layer, lp, ins, tops, prefix):
+    """DeepLab's interp2 is Resize's linear mode with aligned corners, after
+    the crop of pad_beg / pad_end."""
+    g = ex.g
+    off, eh, ew = layer.crop
+    shape = _net_shape(ex, lp_bottom(lp, prefix))
+    x = ins[0]
+    if (eh, ew) != tuple(shape[2:4]):
+        x = g.slice(x, [off, off], [off + eh, off + ew], [2, 3], tops[0] + "_crop")
+    out = _net_shape(ex, tops[0])
+    if (eh, ew) == tuple(out[2:4]):
+        return [g.op("Identity", [x], tops[0])]
+    if ex.dynamic:
+        scales = g.const(tops[0] + "_scales", np.array([1, 1, out[2] / eh, out[3] / ew], np.float32))
+        return [g.op("Resize", [x, "", scales], tops[0], mode="linear", coordinate_transformation_mode="align_corners")]
+    return [g.op("Resize", [x, "", "", g.ints(tops[0] + "_sizes", list(out))], tops[0], mode="linear",
+                 coordinate_transformation_mode="align_corners")]
+
+
+@converter("Upsample")
+def _upsample(ex, layer, lp, ins, tops, prefix):
+    """One bottom: Resize, nearest, by the scale. With a mask: MaxUnpool,
+    the mask's per-plane indices made whole-tensor ones as ONNX wants."""
+    g = ex.g
+    out = list(_net_shape(ex, tops[0]))
+    if len(ins) == 1:
+        scales = g.const(tops[0] + "_scales", np.array([1, 1, layer.scale[0], layer.scale[1]], np.float32))
+        return [g.op("Resize", [ins[0], "", scales], tops[0], mode="nearest",
+                     coordinate_transformation_mode="asymmetric", nearest_mode="floor")]
+    if ex.dynamic:
+        ex.fail(lp, "unpooling by a mask needs the batch size; export without --dynamic_batch")
+    n, c = out[:2]
+    area = out[2] * out[3]
+    base = (np.arange(n * c, dtype=np.int64) * area).reshape(n, c, 1, 1)
+    index = g.op("Add", [g.op("Cast", [ins[1]], tops[0] + "_mask_int", to=7), g.ints(tops[0] + "_planes", base)],
+                 tops[0] + "_index")
+    return [g.op("MaxUnpool", [ins[0], index, g.ints(tops[0] + "_shape", out)], tops[0],
+                 kernel_shape=[layer.scale[0] if layer.size is None else 2] * 2,
+                 strides=[layer.scale[0] if layer.size is None else 2] * 2)]
+
+
+@converter("ROIPooling")
+def _roi_pooling(ex, layer, lp, ins, tops, prefix):
+    return [ex.g.op("MaxRoiPool", ins, tops[0], pooled_shape=list(layer.pooled), spatial_scale=float(layer.scale))]
+
+
+@converter("DetectionOutput")
+def _detection_output(ex, layer, lp, ins, tops, prefix):
+    ex.fail(lp, "the SSD fork's per-class NMS, top_k and keep_top_k have no faithful ONNX form: export the net "
+                "up to its inputs (--outputs %s) and run DetectionOutput on them with pycaffe_lite"
+            % ",".join(lp.bottom))

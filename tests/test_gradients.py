@@ -165,6 +165,7 @@ FORKS = {
     "interp_size_crop": ('type: "Interp" interp_param { height: 5 width: 3 pad_beg: -1 pad_end: -1 }',
                          {"x": (1, 2, 6, 7)}),
     "upsample": ('type: "Upsample" upsample_param { scale: 2 }', {"x": (2, 2, 3, 3), "mask": ((2, 2, 3, 3), "unpool:2")}),
+    "upsample_nearest": ('type: "Upsample" upsample_param { scale: 3 }', {"x": (2, 2, 2, 3)}),
     "shuffle_channel": ('type: "ShuffleChannel" shuffle_channel_param { group: 3 }', {"x": (2, 6, 2, 2)}),
     "axpy": ('type: "Axpy"', {"a": (2, 3, 1, 1), "x": (2, 3, 2, 2), "y": (2, 3, 2, 2)}),
     "relu6": ('type: "ReLU6"', {"x": (2, 3, 4)}),

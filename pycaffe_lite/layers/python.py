@@ -7,6 +7,14 @@ import traceback
 from ..layer import Layer, register
 
 
+class Phase(int):
+    """caffe.TRAIN or caffe.TEST as Boost.Python's enum gives it to pycaffe:
+    equal to the number, str() the name."""
+
+    def __str__(self):
+        return "TRAIN" if self == 0 else "TEST"
+
+
 @register("Python")
 class PythonLayer(Layer):
     def layer_setup(self, bottom, top):
@@ -22,8 +30,10 @@ class PythonLayer(Layer):
         if cls is None:
             raise self.error("module '%s' has no class '%s'" % (p.module, p.layer))
         self.impl = cls(self.param)
-        self.impl.param_str = p.param_str
-        self.impl.phase = self.phase
+        # param_str_ and a phase whose str() is its name: what py-faster-rcnn's
+        # layers read (rbgirshick's pycaffe exposes them so)
+        self.impl.param_str = self.impl.param_str_ = p.param_str
+        self.impl.phase = Phase(self.phase)
         self.impl.share_in_parallel = p.share_in_parallel
         self._call("setup", bottom, top)
         self.blobs = self.impl.blobs

@@ -67,8 +67,11 @@ class InterpLayer(Layer):
 @register("Upsample")
 class UpsampleLayer(Layer):
     """SegNet's unpooling: each input value goes to the position its MAX
-    pooling mask (the pooling layer's second top) names, the rest is 0."""
-    exact_bottoms = 2
+    pooling mask (the pooling layer's second top) names, the rest is 0.
+    With one bottom, the YOLOv3 ports' nearest-neighbour upsampling by
+    scale (each value repeated scale x scale times)."""
+    min_bottoms = 1
+    max_bottoms = 2
     exact_tops = 1
 
     def layer_setup(self, bottom, top):
@@ -91,18 +94,33 @@ class UpsampleLayer(Layer):
 
     def reshape(self, bottom, top):
         p = self.param.upsample_param
-        if bottom[0].num_axes != 4 or bottom[1].shape != bottom[0].shape:
-            raise self.error("needs a 4-axis bottom and a mask of its shape, got %s and %s"
-                             % (bottom[0].shape, bottom[1].shape), ShapeError)
+        if bottom[0].num_axes != 4 or (len(bottom) > 1 and bottom[1].shape != bottom[0].shape):
+            raise self.error("needs a 4-axis bottom and a mask of its shape, got %s"
+                             % " and ".join(str(b.shape) for b in bottom), ShapeError)
         n, c, h, w = bottom[0].shape
-        size = self.size or (h * self.scale[0] - int(p.pad_out_h), w * self.scale[1] - int(p.pad_out_w))
+        if len(bottom) == 1:
+            if self.size is not None:
+                raise self.error("with one bottom (nearest upsampling) give scale, not upsample_h/upsample_w")
+            size = (h * self.scale[0], w * self.scale[1])
+        else:
+            size = self.size or (h * self.scale[0] - int(p.pad_out_h), w * self.scale[1] - int(p.pad_out_w))
         top[0].reshape((n, c) + tuple(size))
 
     def forward(self, bottom, top):
+        if len(bottom) == 1:
+            sh, sw = self.scale
+            top[0].dev_data[...] = self.xp.repeat(self.xp.repeat(bottom[0].dev_data, sh, axis=2), sw, axis=3)
+            return
         top[0].dev_data[...] = self._checked(self.ops.upsample_forward(
             bottom[0].dev_data, bottom[1].dev_data, top[0].shape[2:]))
 
     def backward(self, top, propagate_down, bottom):
+        if len(bottom) == 1:
+            if propagate_down[0]:
+                n, c, h, w = bottom[0].shape
+                sh, sw = self.scale
+                bottom[0].dev_diff[...] = top[0].dev_diff.reshape(n, c, h, sh, w, sw).sum(axis=(3, 5))
+            return
         if propagate_down[0]:
             bottom[0].dev_diff[...] = self.ops.upsample_backward(top[0].dev_diff, bottom[1].dev_data)
         if propagate_down[1]:
