@@ -23,7 +23,9 @@ from .proto import caffe_pb2 as pb
 DATA_LAYERS = ("Input", "DummyData", "Data", "ImageData", "MemoryData", "HDF5Data", "WindowData")
 NO_COUNTERPART = ("Python", "WindowData", "HDF5Output", "Accuracy", "SoftmaxWithLoss", "EuclideanLoss",
                   "SigmoidCrossEntropyLoss", "MultinomialLogisticLoss", "InfogainLoss", "HingeLoss",
-                  "ContrastiveLoss", "Filter", "BatchReindex", "Im2col", "SPP")
+                  "ContrastiveLoss", "Filter", "BatchReindex", "Im2col", "SPP",
+                  # the forks'
+                  "PSROIPooling", "Proposal", "SmoothL1Loss", "MultiBoxLoss", "DetectionEvaluate")
 
 _CONVERTERS = {}
 
