@@ -15,6 +15,7 @@ SUBMODULES = {
     "caffe": "", "caffe.pycaffe": "pycaffe", "caffe._caffe": "", "caffe.io": "io", "caffe.draw": "draw",
     "caffe.net_spec": "net_spec", "caffe.coord_map": "coord_map", "caffe.classifier": "classifier",
     "caffe.detector": "detector", "caffe.proto": "proto", "caffe.proto.caffe_pb2": "proto.caffe_pb2",
+    "caffe.model_libs": "model_libs",
 }
 
 

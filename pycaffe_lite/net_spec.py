@@ -59,6 +59,9 @@ class Top:
     def _to_proto(self, layers, names, autonames):
         return self.fn._to_proto(layers, names, autonames)
 
+    def _update(self, params):
+        self.fn.params.update(params)
+
 
 class Function:
     """A layer: its type, inputs and parameters, and its tops."""
@@ -144,6 +147,11 @@ class NetSpec:
 
     def vals(self):
         return list(self.tops.values())
+
+    def update(self, name, params):
+        """Add or replace parameters of the layer behind top `name` (the SSD
+        fork's NetSpec has this; its model_libs uses it)."""
+        self.tops[name]._update(params)
 
     def to_proto(self):
         names = {v: k for k, v in self.tops.items()}
