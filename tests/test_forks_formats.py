@@ -192,3 +192,19 @@ layer { name: "roi_pool" type: "ROIPooling" bottom: "feat" bottom: "rois" top: "
     r = net.blobs["rois"].data
     cells = net.blobs["feat"].data[0][:, (r[:, 2] / 16).astype(int), (r[:, 1] / 16).astype(int)].T
     np.testing.assert_array_equal(out["pooled"][:, :, 0, 0], cells)
+
+
+def test_fast_rcnn_dropout_scale_train(tmp_path):
+    """scale_train: false (Fast R-CNN's fork): training keeps the surviving
+    values as they are, testing scales everything by 1 - ratio."""
+    text = ('layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 4 dim: 1000 } } }\n'
+            'layer { name: "d" type: "Dropout" bottom: "x" top: "y" dropout_param { dropout_ratio: 0.25 '
+            'scale_train: false } }')
+    path = tmp_path / "net.prototxt"
+    path.write_text(text)
+    x = np.full((4, 1000), 2.0, np.float32)
+    test = caffe.Net(str(path), caffe.TEST).forward(x=x)["y"]
+    np.testing.assert_allclose(test, 1.5)
+    caffe.set_random_seed(5)
+    train = caffe.Net(str(path), caffe.TRAIN).forward(x=x)["y"]
+    assert set(np.unique(train)) == {0.0, 2.0} and abs((train == 0).mean() - 0.25) < 0.03

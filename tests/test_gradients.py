@@ -169,6 +169,10 @@ FORKS = {
     "shuffle_channel": ('type: "ShuffleChannel" shuffle_channel_param { group: 3 }', {"x": (2, 6, 2, 2)}),
     "axpy": ('type: "Axpy"', {"a": (2, 3, 1, 1), "x": (2, 3, 2, 2), "y": (2, 3, 2, 2)}),
     "relu6": ('type: "ReLU6"', {"x": (2, 3, 4)}),
+    "dropout_test_scaled": ('type: "Dropout" dropout_param { dropout_ratio: 0.3 scale_train: false }',
+                            {"x": (2, 3, 4)}),
+    "dropout_train_unscaled": ('type: "Dropout" dropout_param { dropout_ratio: 0.3 scale_train: false }',
+                               {"x": (2, 3, 4)}, "TRAIN"),
     "conv_depthwise": ('type: "ConvolutionDepthwise" convolution_param { num_output: 1 kernel_size: 3 pad: 1 '
                        'stride: 2 %s }' % FILL, {"x": (2, 3, 5, 6)}),
     "depthwise_convolution": ('type: "DepthwiseConvolution" convolution_param { num_output: 3 group: 3 '

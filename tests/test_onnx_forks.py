@@ -40,6 +40,7 @@ LAYERS = {
     "interp_zoom": (X, 'type: "Interp" interp_param { zoom_factor: 3 }'),
     "interp_size_crop": (X, 'type: "Interp" interp_param { height: 4 width: 9 pad_beg: -1 pad_end: -1 }'),
     "upsample_nearest": (X, 'type: "Upsample" upsample_param { scale: 2 }'),
+    "dropout_scale_train_false": (X, 'type: "Dropout" dropout_param { dropout_ratio: 0.4 scale_train: false }'),
     "depthwise": (X, 'type: "ConvolutionDepthwise" convolution_param { kernel_size: 3 pad: 1 stride: 2 '
                      'weight_filler { type: "gaussian" std: 0.3 } bias_filler { type: "gaussian" std: 0.3 } }'),
 }

@@ -317,7 +317,10 @@ class DropoutLayer(NeuronLayer):
         if not 0 <= ratio < 1:
             raise self.error("dropout_ratio must be in [0, 1), got %g" % ratio)
         self._ratio = np.float32(ratio)
-        self._scale = np.float32(1.0 / (1.0 - ratio))
+        # Fast R-CNN's scale_train: false keeps training values unscaled and
+        # scales by 1 - ratio at test time instead
+        self._scale_train = self.param.dropout_param.scale_train
+        self._scale = np.float32(1.0 / (1.0 - ratio)) if self._scale_train else np.float32(1)
 
     def forward(self, bottom, top):
         x = bottom[0].dev_data
@@ -327,11 +330,15 @@ class DropoutLayer(NeuronLayer):
             keep = backend.rng().random(x.shape, dtype=np.float32) >= self._ratio
             self._mask = self.xp.asarray(keep.astype(x.dtype) * self._scale)
             self.xp.multiply(x, self._mask, out=top[0].dev_data)
+        elif not self._scale_train:
+            self.xp.multiply(x, np.float32(1) - self._ratio, out=top[0].dev_data)
         elif bottom[0] is not top[0]:
             top[0].dev_data[...] = x
 
     def grad(self, dy, b, t):
-        return dy * self._mask if self.phase == pb.TRAIN else dy
+        if self.phase == pb.TRAIN:
+            return dy * self._mask
+        return dy if self._scale_train else dy * (np.float32(1) - self._ratio)
 
 
 @register("Clip")
