@@ -934,3 +934,29 @@ def _detection_output(ex, layer, lp, ins, tops, prefix):
     ex.fail(lp, "the SSD fork's per-class NMS, top_k and keep_top_k have no faithful ONNX form: export the net "
                 "up to its inputs (--outputs %s) and run DetectionOutput on them with pycaffe_lite"
             % ",".join(lp.bottom))
+
+
+_ONNX_POINTWISE = {"Identity": "Identity", "Softplus": "Softplus", "Sqrt": "Sqrt", "Reciprocal": "Reciprocal",
+                   "Erf": "Erf", "Sin": "Sin", "Cos": "Cos", "Tan": "Tan", "Ceil": "Ceil", "Floor": "Floor",
+                   "Round": "Round", "Sign": "Sign", "Selu": "Selu", "Celu": "Celu", "HardSwish": "HardSwish",
+                   "HardSigmoid": "HardSigmoid"}
+
+
+@converter(*_ONNX_POINTWISE)
+def _pointwise(ex, layer, lp, ins, tops, prefix):
+    # ONNX's defaults are OpenCV's (Selu's constants, Celu's alpha 1,
+    # HardSigmoid's 0.2 and 0.5, Round's halves to even)
+    return [ex.g.op(_ONNX_POINTWISE[lp.type], ins, tops[0])]
+
+
+@converter("Mish", "Gelu")
+def _mish_gelu(ex, layer, lp, ins, tops, prefix):
+    """Composed, so that every opset the exporter writes has them."""
+    g = ex.g
+    if lp.type == "Mish":
+        t = g.op("Tanh", [g.op("Softplus", ins, tops[0] + "_sp")], tops[0] + "_tanh")
+        return [g.op("Mul", [ins[0], t], tops[0])]
+    e = g.op("Erf", [g.op("Mul", [ins[0], g.const(tops[0] + "_rs2", np.float32(1 / np.sqrt(2)))], tops[0] + "_s")],
+             tops[0] + "_erf")
+    half = g.op("Mul", [ins[0], g.const(tops[0] + "_half", np.float32(0.5))], tops[0] + "_hx")
+    return [g.op("Mul", [half, g.op("Add", [e, g.const(tops[0] + "_one", np.float32(1))], tops[0] + "_1e")], tops[0])]

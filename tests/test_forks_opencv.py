@@ -141,6 +141,21 @@ LAYERS = {
 }
 
 
+POINTWISE = ["Identity", "Mish", "HardSwish", "HardSigmoid", "Softplus", "Sqrt", "Reciprocal", "Erf", "Gelu", "Celu",
+             "Selu", "Sin", "Cos", "Tan", "Ceil", "Floor", "Round", "Sign"]
+
+
+@pytest.mark.parametrize("kind", POINTWISE)
+def test_pointwise_type_matches_opencv(tmp_path, kind):
+    """OpenCV's parameterless element-wise types, on values that cross their
+    kinks and halves (Round rounds halves to even, as OpenCV does)."""
+    x = np.concatenate([np.linspace(-4, 4, 81), [-2.5, -1.5, -0.5, 0.5, 1.5, 2.5]]).astype(np.float32)
+    if kind in ("Sqrt", "Reciprocal"):
+        x = np.abs(x) + np.float32(0.25)
+    x = x.reshape(1, 1, 1, -1)
+    compare_with_opencv(tmp_path, one_layer({"x": x.shape}, 'type: "%s"' % kind), {"x": x})
+
+
 @pytest.mark.parametrize("name", sorted(LAYERS))
 def test_layer_matches_opencv(tmp_path, name):
     layer, rename = LAYERS[name]

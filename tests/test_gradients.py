@@ -178,6 +178,12 @@ FORKS = {
     "depthwise_convolution": ('type: "DepthwiseConvolution" convolution_param { num_output: 3 group: 3 '
                               'kernel_size: 3 pad: 1 %s }' % FILL, {"x": (2, 3, 5, 6)}),
 }
+# OpenCV's parameterless element-wise types (its Caffe importer takes them)
+for _t in ("Identity", "Mish", "HardSwish", "HardSigmoid", "Softplus", "Erf", "Gelu", "Celu", "Selu", "Sin", "Cos",
+           "Tan"):
+    FORKS[_t.lower()] = ('type: "%s"' % _t, {"x": (2, 3, 4)})
+FORKS["sqrt"] = ('type: "Sqrt"', {"x": ((2, 3, 4), "positive")})
+FORKS["reciprocal"] = ('type: "Reciprocal"', {"x": ((2, 3, 4), "positive")})
 CASES.update(FORKS)
 
 LABELS = {"label", "t"}
@@ -224,6 +230,8 @@ def _fill_inputs(net, inputs, rng, name):
             net.blobs[blob].data[...] = 1
             net.blobs[blob].data[0] = 0
             net.blobs[blob].data[-1, 0] = 0
+        elif kind == "positive":
+            net.blobs[blob].data[...] = rng.uniform(0.5, 2, size=shape)
         elif kind == "weight":
             net.blobs[blob].data[...] = rng.uniform(0.2, 2, size=shape)
         elif kind.startswith("rois:"):      # rois:images:height:width, corners inside the image

@@ -46,6 +46,17 @@ LAYERS = {
 }
 
 
+@pytest.mark.parametrize("kind", ["Identity", "Mish", "HardSwish", "HardSigmoid", "Softplus", "Sqrt", "Reciprocal",
+                                  "Erf", "Gelu", "Celu", "Selu", "Sin", "Cos", "Tan", "Ceil", "Floor", "Round",
+                                  "Sign"])
+def test_pointwise_exports(tmp_path, kind):
+    x = np.concatenate([np.linspace(-4, 4, 81), [-2.5, -1.5, -0.5, 0.5, 1.5, 2.5]]).astype(np.float32)
+    if kind in ("Sqrt", "Reciprocal"):
+        x = np.abs(x) + np.float32(0.25)
+    net = _net_from(tmp_path, one({"x": (1, x.size)}, 'type: "%s"' % kind))
+    export_and_compare(net, tmp_path, {"x": x.reshape(1, -1)})
+
+
 @pytest.mark.parametrize("name", sorted(LAYERS))
 def test_fork_layer_exports(tmp_path, name):
     inputs, layer = LAYERS[name]

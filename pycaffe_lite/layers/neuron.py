@@ -400,3 +400,75 @@ class ReLU6Layer(NeuronLayer):
         # from the output, which in place is all there is: 0 < y < 6 where 0 < x < 6
         y = t.dev_data
         return dy * ((y > 0) & (y < 6))
+
+
+def _erf(xp, x):
+    if xp is np or isinstance(x, np.ndarray):
+        from scipy.special import erf
+        return erf(x).astype(x.dtype)
+    from cupyx.scipy.special import erf
+    return erf(x)
+
+
+def _softplus(xp, x):
+    return xp.where(x > 0, x + xp.log1p(xp.exp(-xp.abs(x))), xp.log1p(xp.exp(x)))
+
+
+_SELU_ALPHA, _SELU_GAMMA = 1.6732632423543772, 1.0507009873554805
+# OpenCV dnn's element-wise layer types without parameters (its Caffe
+# importer takes them): y = f(x) and dy/dx, in the array module xp. The
+# rounding ones have no gradient (0, as in frameworks that define one).
+_POINTWISE = {
+    "Identity": (lambda xp, x: x.copy(), lambda xp, x, y: xp.ones_like(x)),
+    "Mish": (lambda xp, x: x * xp.tanh(_softplus(xp, x)),
+             lambda xp, x, y: (lambda t, s: t + x * s * (1 - t * t))(xp.tanh(_softplus(xp, x)),
+                                                                       1 / (1 + xp.exp(-x)))),
+    "HardSwish": (lambda xp, x: x * xp.clip(x + 3, 0, 6) / 6,
+                  lambda xp, x, y: xp.where(x < -3, 0, xp.where(x > 3, 1, (2 * x + 3) / 6))),
+    "HardSigmoid": (lambda xp, x: xp.clip(x * np.float32(0.2) + np.float32(0.5), 0, 1),
+                    lambda xp, x, y: xp.where((x > -2.5) & (x < 2.5), np.float32(0.2), np.float32(0))),
+    "Softplus": (_softplus, lambda xp, x, y: 1 / (1 + xp.exp(-x))),
+    "Sqrt": (lambda xp, x: xp.sqrt(x), lambda xp, x, y: 0.5 / y),
+    "Reciprocal": (lambda xp, x: 1 / x, lambda xp, x, y: -y * y),
+    "Erf": (_erf, lambda xp, x, y: np.float32(2 / np.sqrt(np.pi)) * xp.exp(-x * x)),
+    "Gelu": (lambda xp, x: 0.5 * x * (1 + _erf(xp, x * np.float32(1 / np.sqrt(2)))),
+             lambda xp, x, y: 0.5 * (1 + _erf(xp, x * np.float32(1 / np.sqrt(2))))
+             + x * np.float32(1 / np.sqrt(2 * np.pi)) * xp.exp(-0.5 * x * x)),
+    "Celu": (lambda xp, x: xp.maximum(x, 0) + xp.minimum(xp.exp(xp.minimum(x, 0)) - 1, 0),
+             lambda xp, x, y: xp.where(x > 0, 1, xp.exp(xp.minimum(x, 0)))),
+    "Selu": (lambda xp, x: np.float32(_SELU_GAMMA) * xp.where(x > 0, x, np.float32(_SELU_ALPHA)
+                                                              * (xp.exp(xp.minimum(x, 0)) - 1)),
+             lambda xp, x, y: np.float32(_SELU_GAMMA) * xp.where(x > 0, 1, np.float32(_SELU_ALPHA)
+                                                                 * xp.exp(xp.minimum(x, 0)))),
+    "Sin": (lambda xp, x: xp.sin(x), lambda xp, x, y: xp.cos(x)),
+    "Cos": (lambda xp, x: xp.cos(x), lambda xp, x, y: -xp.sin(x)),
+    "Tan": (lambda xp, x: xp.tan(x), lambda xp, x, y: 1 + y * y),
+    "Ceil": (lambda xp, x: xp.ceil(x), None),
+    "Floor": (lambda xp, x: xp.floor(x), None),
+    "Round": (lambda xp, x: xp.round(x), None),          # halves to even, as OpenCV's
+    "Sign": (lambda xp, x: xp.sign(x), None),
+}
+
+
+class _Pointwise(_KeepInput):
+    """One of OpenCV's parameterless element-wise types."""
+
+    def forward(self, bottom, top):
+        self.save_input(bottom, top)
+        fn = _POINTWISE[self.type][0]
+        y = fn(self.xp, bottom[0].dev_data)
+        top[0].dev_data[...] = y
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        grad = _POINTWISE[self.type][1]
+        if grad is None:
+            bottom[0].dev_diff[...] = 0
+            return
+        x = self.input_for_backward(bottom, top)
+        bottom[0].dev_diff[...] = top[0].dev_diff * grad(self.xp, x, top[0].dev_data)
+
+
+for _name in _POINTWISE:
+    register(_name)(type("%sLayer" % _name, (_Pointwise,), {"__doc__": "OpenCV dnn's %s." % _name}))
