@@ -2,6 +2,7 @@
 digits in ImageNet's folder layout -> lists, LMDBs, mean, caffe train with a
 resume from the middle snapshot, caffe time, Classifier, pictures), at a
 reduced number of iterations; and Ctrl-C during conversion and training."""
+import json
 import os
 import re
 import signal
@@ -44,6 +45,26 @@ def test_demo_brews_digits(tmp_path):
     # The glog lines are in the logs, with no progress bar in them.
     log = (work / "logs" / "resume.log").read_text()
     assert "Restoring previous solver status from" in log and "\r" not in log
+    # The picture names classes by what they mean: a correctly classified
+    # image is titled with the digit it shows (its source in scikit-learn's
+    # set), the synset beside it; synset_words.txt says what each synset is.
+    from sklearn.datasets import load_digits
+    target = load_digits().target
+    titles = json.loads((work / "predictions.json").read_text())
+    assert len(titles) == 24 and sum(t["right"] for t in titles) >= 18
+    for t in titles:
+        digit = int(re.match(r"val_(\d+)\.png", t["image"]).group(1))
+        if t["right"]:
+            assert re.fullmatch(r"%d \(n\d{8}\)" % target[digit], t["title"]), t
+        else:
+            assert re.search(r"\ntrue %d \(n\d{8}\)$" % target[digit], t["title"]), t
+    words = dict(line.split() for line in (work / "data/digits/synset_words.txt").read_text().splitlines())
+    synsets = (work / "data/digits/synsets.txt").read_text().split()
+    assert list(words) == synsets
+    for wnid, word in words.items():
+        sample = next((work / "images/train" / wnid).iterdir()).name
+        assert target[int(re.search(r"_(\d+)\.png", sample).group(1))] == int(word)
+    assert re.search(r"\d\.\d{4}  n\d{8} \d", out)          # classify.py's top classes, by their words
     # A second run into the same folder refuses.
     again = subprocess.run(DEMO + [str(work)], capture_output=True, text=True, timeout=60)
     assert again.returncode == 2 and "already holds files" in again.stderr

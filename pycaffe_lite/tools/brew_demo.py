@@ -11,6 +11,7 @@ WORKDIR/logs. Ctrl-C stops it cleanly: nothing half-written is left."""
 import argparse
 import contextlib
 import logging
+import json
 import os
 import shlex
 import signal
@@ -115,6 +116,30 @@ def write_digit_images(root):
     return synsets
 
 
+def write_synset_words(synsets, path):
+    """synset_words.txt as ImageNet's recipe has it: one line per class in
+    label order (sorted synsets), 'wnid words', here the digit each synset
+    stands for. Returns {wnid: digit}."""
+    digit_of = {s: str(d) for d, s in enumerate(synsets)}
+    with open(path, "w") as f:
+        f.write("".join("%s %s\n" % (s, digit_of[s]) for s in sorted(synsets)))
+    return digit_of
+
+
+def prediction_titles(predictions, labels, words):
+    """(title, right) per image: what the predicted class means (the digit,
+    from synset_words.txt) with its synset beside it, and for a wrong one
+    the true digit too."""
+    out = []
+    for pred, true in zip(predictions, labels):
+        wnid, word = words[pred][0], words[pred][1].strip()
+        title = "%s (%s)" % (word, wnid)
+        if pred != true:
+            title += "\ntrue %s (%s)" % (words[true][1].strip(), words[true][0])
+        out.append((title, pred == true))
+    return out
+
+
 class Demo:
     def __init__(self, workdir, iterations):
         self.workdir = os.path.abspath(workdir)
@@ -171,6 +196,9 @@ class Demo:
             self.tool("make_imagenet_lists", ["--train_dir", "images/train", "--val_dir", "images/val",
                                               "--val_ground_truth", "images/val_ground_truth.txt",
                                               "--out_dir", "data/digits"], "make_imagenet_lists.log")
+            write_synset_words(synsets, "data/digits/synset_words.txt")
+            self.say("  data/digits/synsets.txt: the synsets in ASCII order, so label 0 is %s (the digit 9); "
+                     "data/digits/synset_words.txt says what each means" % sorted(synsets)[0])
             os.makedirs("examples/digits", exist_ok=True)
             self.tool("convert_imageset", ["--shuffle", "--seed=3", "images/train/", "data/digits/train.txt",
                                            "examples/digits/train_lmdb"], "convert_train.log")
@@ -280,7 +308,18 @@ class Demo:
         images = [io.load_image(os.path.join("images/val", name)) for name, _ in val]
         predictions = net.predict(images, oversample=False).argmax(axis=1)
         labels = np.array([int(label) for _, label in val])
-        self.sheet = (images[:24], predictions[:24], labels[:24], synsets)
+        words = [line.split(None, 1) for line in open("data/digits/synset_words.txt")]
+        self.sheet = (images[:24], predictions[:24], labels[:24], words, [name for name, _ in val[:24]])
+        # classify.py's way: the top classes of one image, named by synset_words.txt
+        argv = [os.path.join("images/val", val[0][0]), "logs/classify.npy", "--model_def=models/digits/deploy.prototxt",
+                "--pretrained_model=" + weights, "--images_dim=36,36", "--mean_file=data/digits/mean.binaryproto",
+                "--input_scale=0.0078125", "--center_only", "--labels_file=data/digits/synset_words.txt"]
+        self.command(["python", "-m", "pycaffe_lite.tools.classify"] + argv)
+        import io as _io
+        printed = _io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            module_main("classify")(argv)
+        self.say("  " + "\n  ".join(printed.getvalue().splitlines()[1:5]))
         accuracy = float(np.mean(predictions == labels))
         self.say("  %d of %d validation images right (%.1f%%)" % (int(np.sum(predictions == labels)), len(val),
                                                                   100 * accuracy))
@@ -330,18 +369,22 @@ class Demo:
             self.say("  net.dot: the net's graph (Graphviz is not installed; apt-get install graphviz, then "
                      "dot -Tpng net.dot -o net.png)")
 
-        images, predictions, labels, _ = self.sheet
-        fig, axes = plt.subplots(4, 6, figsize=(9, 6.5))
-        for ax, img, pred, true in zip(axes.ravel(), images, predictions, labels):
+        images, predictions, labels, words, names = self.sheet
+        titles = prediction_titles(predictions, labels, words)
+        fig, axes = plt.subplots(4, 6, figsize=(9, 7))
+        for ax, img, (title, right) in zip(axes.ravel(), images, titles):
             ax.imshow(img)
-            ax.set_title("predicted %d\ntrue %d" % (pred, true), fontsize=9,
-                         color="tab:green" if pred == true else "tab:red")
+            ax.set_title(title, fontsize=9, color="tab:green" if right else "tab:red")
             ax.axis("off")
-        fig.suptitle("caffe.Classifier on validation digits")
+        fig.suptitle("caffe.Classifier on validation digits: the digit predicted (its synset); "
+                     "wrong ones in red, with the true digit")
         fig.tight_layout()
         fig.savefig("predictions.png", dpi=100)
         plt.close(fig)
-        self.say("  predictions.png: validation images with predicted and true labels")
+        with open("predictions.json", "w") as f:
+            json.dump([{"image": n, "title": t, "right": bool(r)} for n, (t, r) in zip(names, titles)], f, indent=1)
+        self.say("  predictions.png: validation images titled with the digit predicted and its synset "
+                 "(their titles also in predictions.json)")
 
     def summary(self, accuracy):
         self.say("\n== summary")

@@ -22,7 +22,8 @@ def plot(logfile, out):
     if not train and not test:
         raise ConfigError("%s: no 'Train net output' or 'Test net output' lines; is it a training log?" % logfile)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, rows, cols, title in ((axes[0], train, tcols[3:], "train"), (axes[1], test, vcols[3:], "test")):
+    for ax, rows, cols, title in ((axes[0], train, tcols[3:], "Train net outputs"),
+                                  (axes[1], test, vcols[3:], "Test net outputs")):
         for name in cols:
             pts = [(r["NumIters"], r[name]) for r in rows if name in r]
             if pts:
