@@ -1,14 +1,17 @@
-"""Reading an LMDB database's records in key order, in Python, from the file.
+"""The structure of an LMDB database, checked in Python against the file.
 
 LMDB's own library reads its memory map without checking page numbers against
 the file: a database damaged on disk (a truncated copy, bytes shifted or
 flipped) makes it touch pages past the end of the file, and the process dies
-of SIGBUS. Reading the B+tree here instead checks every page number, node
-offset and size against the file, so damage is a FormatError naming the
-database. The layout is LMDB's (lmdb.h, mdb.c): two meta pages, the newer
-one's main database root, branch pages of child page numbers, leaf pages of
-keys and values (in the leaf, or in a run of overflow pages). Writing still
-goes through the lmdb package."""
+of SIGBUS. data/db.py reads records through the lmdb library, in a read
+transaction; before it does, check() walks that transaction's snapshot of
+the B+tree here, checking every page number, node offset and size against
+the file, so damage is a FormatError naming the database and LMDB only ever
+reads pages that exist. The layout is LMDB's (lmdb.h, mdb.c): two meta
+pages, each with the id of the transaction that wrote it and its main
+database's root, branch pages of child page numbers, leaf pages of keys and
+values (in the leaf, or in a run of overflow pages). items() reads the
+records the same way (tests compare it with the library)."""
 import mmap
 import os
 import struct
@@ -26,8 +29,12 @@ DB_SIZE = 48                     # MDB_db: pad, flags, depth, branch, leaf, over
 
 
 class LMDBFile:
-    def __init__(self, path):
+    """The file's newest snapshot (or, with txnid, the snapshot that
+    transaction wrote: None of it in the meta pages raises Overwritten)."""
+
+    def __init__(self, path, txnid=None):
         self.path = path
+        self.txnid = txnid
         name = os.path.join(path, "data.mdb") if os.path.isdir(path) else path
         try:
             self._file = open(name, "rb")
@@ -65,6 +72,10 @@ class LMDBFile:
             metas.append((txnid, last_page, root, entries, depth))
         if not metas:
             self._fail("no valid meta page")
+        if self.txnid is not None:
+            metas = [m for m in metas if m[0] == self.txnid]
+            if not metas:
+                raise Overwritten(self.txnid)
         txnid, last_page, root, entries, depth = max(metas)
         self.pages = min(last_page + 1, self.size // psize)
         if (last_page + 1) * psize > self.size:
@@ -145,10 +156,54 @@ class LMDBFile:
         if held != self.entries:
             self._fail("its meta page counts %d records, but its tree holds %d" % (self.entries, held))
 
+    def check(self):
+        """Walk the snapshot's tree: every branch, leaf and overflow page
+        number inside the file, every node inside its page, the records
+        counted against the meta page (values are not read)."""
+        if self.root == P_INVALID:
+            if self.entries:
+                self._fail("its meta page counts %d records, but its tree holds 0" % self.entries)
+            return
+        stack = [(self.root, 0)]
+        seen = set()
+        held = 0
+        while stack:
+            pgno, level = stack.pop()
+            if level > 64 or pgno in seen:
+                self._fail("its tree loops back to page %d" % pgno)
+            seen.add(pgno)
+            base, flags = self._page(pgno, P_BRANCH | P_LEAF)
+            if flags & P_BRANCH:
+                stack.extend((lo | (hi << 16) | (f << 32), level + 1) for _, lo, hi, f, _ in self._nodes(base, pgno))
+                continue
+            for node, lo, hi, nflags, ksize in self._nodes(base, pgno):
+                if nflags & (F_SUBDATA | F_DUPDATA):
+                    self._fail("a record holds a sub-database, which Caffe's databases do not")
+                start = node + NODE_HEADER + ksize
+                dsize = lo | (hi << 16)
+                if nflags & F_BIGDATA:
+                    if start + 8 > base + self.psize:
+                        self._fail("page %d has a value pointer running past the page" % pgno)
+                    first = struct.unpack_from("<Q", self._map, start)[0]
+                    obase, _ = self._page(first, P_OVERFLOW)
+                    run = struct.unpack_from("<I", self._map, obase + 12)[0]
+                    if run < 1 or first + run > self.pages or PAGE_HEADER + dsize > run * self.psize:
+                        self._fail("a value of %d bytes in %d overflow pages from page %d" % (dsize, run, first))
+                elif start + dsize > base + self.psize:
+                    self._fail("page %d has a value running past the page" % pgno)
+                held += 1
+        if held != self.entries:
+            self._fail("its meta page counts %d records, but its tree holds %d" % (self.entries, held))
+
     def close(self):
         if self._map:
             self._map.close()
         self._file.close()
+
+
+class Overwritten(Exception):
+    """Both meta pages are newer than the snapshot asked for (two commits
+    since the transaction began): ask again with a new one."""
 
 
 def _kind(kinds):
