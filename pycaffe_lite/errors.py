@@ -18,3 +18,16 @@ class FormatError(CaffeError):
 
 class ShapeError(CaffeError, ValueError):
     """Blob shapes that do not fit together."""
+
+
+class WriteError(CaffeError, OSError):
+    """A file that could not be written: the path, and the system's reason.
+    Whatever was at the path before is still there, whole."""
+
+    def __init__(self, path, error):
+        self.path, self.reason = path, getattr(error, "strerror", None) or str(error)
+        self.last_snapshot = None
+        super().__init__(getattr(error, "errno", None), "cannot write %s: %s" % (path, self.reason))
+
+    def __str__(self):
+        return self.args[1]

@@ -13,10 +13,10 @@ Data layers (and Input, DummyData) become graph inputs. A data layer's
 transform_param, or a pycaffe Transformer handed to export(), is written into
 the model's metadata, or baked into the graph with bake_transform."""
 import os
-import tempfile
 
 import numpy as np
 
+from . import protoio
 from .errors import ConfigError
 from .proto import caffe_pb2 as pb
 
@@ -799,15 +799,7 @@ def export(net, path, opset=17, dynamic_batch=False, outputs=(), transformer=Non
         entry.key, entry.value = k, v
     onnx.checker.check_model(model)
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".export-", suffix=".onnx")
-    os.close(fd)
-    try:
-        onnx.save(model, tmp)
-        os.replace(tmp, path)            # never a half-written model
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    protoio.atomic_write(path, model.SerializeToString())     # never a half-written model
     return path
 
 

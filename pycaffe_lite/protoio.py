@@ -5,13 +5,14 @@ import math
 import os
 import re
 import tempfile
+import threading
 
 import numpy as np
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import text_format
 
-from .errors import FormatError
+from .errors import FormatError, WriteError
 from .proto import caffe_pb2
 
 
@@ -63,24 +64,52 @@ def read_binary(path, msg):
     return msg
 
 
-def _atomic_write(path, data):
+_UMASK_LOCK = threading.Lock()
+
+
+def file_mode():
+    """The mode open() gives a new file: 0666 less the umask (a temporary
+    file from mkstemp is 0600, which nobody else could read)."""
+    with _UMASK_LOCK:
+        mask = os.umask(0)
+        os.umask(mask)
+    return 0o666 & ~mask
+
+
+def atomic_write(path, data):
+    """Write `data` to a temporary file beside `path`, then rename it over
+    `path`: readers never see a half-written file, and what was there stays
+    whole if writing fails. A failure is a WriteError naming the path and
+    the reason."""
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), suffix=".tmp", dir=folder)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), suffix=".tmp", dir=folder)
+        os.fchmod(fd, file_mode())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        _discard(tmp)
+        raise WriteError(path, e) from None
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        _discard(tmp)
         raise
+
+
+def _discard(tmp):
+    if tmp and os.path.exists(tmp):
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
 
 
 def write_binary(path, msg):
     """Write atomically: readers never see a half-written file under `path`."""
-    _atomic_write(path, msg.SerializeToString())
+    atomic_write(path, msg.SerializeToString())
 
 
 def _short_float(value, digits, fallback, to_type):
@@ -113,7 +142,7 @@ def to_text(msg):
 
 
 def write_text(path, msg):
-    _atomic_write(path, to_text(msg).encode("utf-8"))
+    atomic_write(path, to_text(msg).encode("utf-8"))
 
 
 def read_net_text(path):

@@ -10,7 +10,7 @@ import numpy as np
 
 from . import backend, glog, protoio
 from .blob import Blob
-from .errors import CaffeError, ConfigError, FormatError
+from .errors import CaffeError, ConfigError, FormatError, WriteError
 from .net import Net
 from .proto import caffe_pb2 as pb
 from .solvers import RULES, learning_rate
@@ -78,6 +78,7 @@ class Solver:
                         for _ in range(self.rule.histories) for b in self.net.learnable_params]
         self._losses, self.smoothed_loss = [], 0.0
         self._requested = None        # "snapshot" or "stop", set by signal handlers
+        self.last_snapshot = None     # the newest whole .solverstate of this run (or the one it resumed)
         self.early_exit = False
         self.progress = None          # a tqdm bar, when the caller wants one
         self._callbacks = []          # objects with on_start() and on_gradients_ready()
@@ -476,7 +477,18 @@ class Solver:
     def snapshot(self):
         """Write the weights and the solver state; in a data-parallel run every
         solver takes part (their data positions are gathered) and rank 0
-        writes. Returns the .solverstate path (None on the other ranks)."""
+        writes. Returns the .solverstate path (None on the other ranks). A
+        write that fails raises WriteError carrying the last whole snapshot."""
+        try:
+            path = self._snapshot()
+        except WriteError as e:
+            e.last_snapshot = self.last_snapshot
+            raise
+        if path is not None:
+            self.last_snapshot = path
+        return path
+
+    def _snapshot(self):
         self._check_weights()
         streams = self._streams()
         if self.comm is not None and self.comm.size > 1:
@@ -486,7 +498,12 @@ class Solver:
         else:
             streams = [streams]
         if self.param.snapshot_format == pb.SolverParameter.HDF5:
-            return self._snapshot_hdf5()
+            try:
+                return self._snapshot_hdf5()
+            except WriteError:
+                raise
+            except OSError as e:
+                raise WriteError(getattr(e, "filename", None) or self._filename(".solverstate.h5"), e) from None
         model = self._filename(".caffemodel")
         folder = os.path.dirname(model)
         if folder and not os.path.isdir(folder):
@@ -537,11 +554,14 @@ class Solver:
     def restore(self, path):
         path = str(path)
         if path.endswith(".h5"):
-            return self._restore_hdf5(path)
+            self._restore_hdf5(path)
+            self.last_snapshot = path
+            return
         if path.endswith(".caffemodel"):
             raise ConfigError("%s is a model; --snapshot wants the .solverstate written beside it (use --weights "
                               "to start from a .caffemodel)" % path)
         state = protoio.read_binary(path, pb.SolverState())
+        self.last_snapshot = path
         if not state.HasField("iter"):
             raise FormatError("%s: not a solver state (no iteration recorded)" % path)
         if len(state.history) != len(self.history):

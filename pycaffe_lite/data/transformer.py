@@ -6,7 +6,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from .. import protoio
 from ..blob import repeated_floats, proto_shape
-from ..errors import ConfigError, ShapeError
+from ..errors import FormatError, ConfigError, ShapeError
 from ..proto import caffe_pb2 as pb
 
 
@@ -23,7 +23,14 @@ def load_mean_file(path):
     if len(shape) != 3 or int(np.prod(shape)) != values.size:
         raise ShapeError("%s: the mean must be 1 x C x H x W, got shape %s with %d values"
                          % (path, shape, values.size))
-    return np.asarray(values, np.float32).reshape(shape)
+    mean = np.asarray(values, np.float32).reshape(shape)
+    bad = ~np.isfinite(mean)
+    if bad.any():
+        c, h, w = (int(v) for v in np.argwhere(bad)[0])
+        raise FormatError("%s: the mean image holds %d NaN or infinite values (the first at channel %d, row %d, "
+                          "column %d: %s); every image would become NaN. Compute the mean again "
+                          "(compute_image_mean)" % (path, int(bad.sum()), c, h, w, mean[c, h, w]))
+    return mean
 
 
 class DataTransformer:
@@ -37,6 +44,9 @@ class DataTransformer:
         self.mean_values = None
         if param.HasField("mean_file") and len(param.mean_value):
             raise ConfigError("transform_param: give either mean_file or mean_value, not both")
+        if not np.isfinite(self.scale) or not np.isfinite(np.asarray(param.mean_value, np.float32)).all():
+            raise ConfigError("transform_param: scale %s and mean_value %s must be finite numbers; a NaN or infinity "
+                              "would make every image NaN" % (param.scale, list(param.mean_value)))
         if param.HasField("mean_file"):
             self.mean_image = load_mean_file(param.mean_file)
         elif len(param.mean_value):

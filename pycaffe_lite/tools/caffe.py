@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from .. import backend, glog
-from ..errors import ConfigError
+from ..errors import ConfigError, WriteError
 from ..net import TEST, TRAIN, Net
 from ..proto import caffe_pb2 as pb
 from ..solver import Solver, read_solver_param
@@ -36,7 +36,8 @@ def _parser():
     p.add_argument("--phase", default="", help="TRAIN or TEST, for test/time")
     p.add_argument("--level", type=int, default=0)
     p.add_argument("--stage", default="", help="comma-separated stages")
-    p.add_argument("--sigint_effect", default="stop", choices=["stop", "snapshot", "none"])
+    p.add_argument("--sigint_effect", default="stop", choices=["stop", "snapshot", "none"],
+                   help="what SIGINT (Ctrl-C) and SIGTERM (a scheduler ending the job) do")
     p.add_argument("--sighup_effect", default="snapshot", choices=["stop", "snapshot", "none"])
     return p
 
@@ -167,6 +168,14 @@ def train(args):
     return _train(args, param, side)
 
 
+def resume_hint(args, snapshot):
+    """What is safe after a failed write, and the command that goes on."""
+    if not snapshot:
+        return ". No snapshot was written yet; free some space and start again"
+    return (". The last whole snapshot is %s; free some space and resume with: python -m pycaffe_lite.tools.caffe "
+            "train --solver=%s --snapshot=%s" % (snapshot, args.solver, snapshot))
+
+
 def _train(args, param, side=None, uid=None):
     """The training run of one solver (one of several in a data-parallel run)."""
     comm = None
@@ -205,6 +214,8 @@ def _train(args, param, side=None, uid=None):
         return on_signal
     old_int = signal.signal(signal.SIGINT, handler(effects[args.sigint_effect]))
     old_hup = signal.signal(signal.SIGHUP, handler(effects[args.sighup_effect]))
+    # a cluster scheduler's SIGTERM (time limit, preemption) does what SIGINT does
+    old_term = signal.signal(signal.SIGTERM, handler(effects[args.sigint_effect]))
     bar = None
     try:
         if sys.stderr.isatty():
@@ -213,10 +224,15 @@ def _train(args, param, side=None, uid=None):
             solver.progress = bar
             glog.set_progress_bar(bar)
         glog.info("Starting Optimization")
-        solver.solve()
+        try:
+            solver.solve()
+        except WriteError as e:
+            e.args = (e.args[0], e.args[1] + resume_hint(args, e.last_snapshot))
+            raise
     finally:
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGHUP, old_hup)
+        signal.signal(signal.SIGTERM, old_term)
         if bar is not None:
             bar.close()
             glog.set_progress_bar(None)
