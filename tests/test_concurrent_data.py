@@ -111,3 +111,21 @@ def test_compute_image_mean_while_a_writer_commits(busy_db):
               if abs(np.mean([(k * 7) % 256 for k in range(n)]) - value) < 1e-3]
         assert ok, "mean %.4f is no committed prefix's" % value
         runs += 1
+
+
+def test_a_database_replaced_under_a_reader(tmp_path):
+    """A conversion renamed over the database while a reader has it: the
+    reader goes on with the old one, whole; a new reader gets the new one."""
+    from conftest import make_datum_lmdb
+    path, new = str(tmp_path / "db"), str(tmp_path / "db.new")
+    make_datum_lmdb(path, 5, 6, 0)
+    old_reader = dbmod.Reader(path)
+    first = [old_reader.next() for _ in range(5)]
+    make_datum_lmdb(new, 8, 6, 1)
+    os.rename(path, str(tmp_path / "db.old"))
+    os.rename(new, path)
+    new_reader = dbmod.Reader(path)
+    assert len(new_reader) == 8 and len(old_reader) == 5
+    assert [old_reader.next() for _ in range(5)] == first          # the next pass: still the old database
+    new_reader.close()
+    old_reader.close()

@@ -162,7 +162,14 @@ _ENVS_LOCK = threading.RLock()      # a Reader dropped by the collector may rele
 
 
 def _shared_env(path):
-    key = os.path.realpath(path)
+    # by the data file itself: a database replaced under the same name (a
+    # new conversion renamed over it) is another environment; readers of
+    # the old one keep reading the old file, whole
+    try:
+        st = os.stat(os.path.join(path, "data.mdb"))
+    except OSError as e:
+        raise FormatError("%s: no data.mdb to read (%s)" % (path, e.strerror)) from None
+    key = (os.path.realpath(path), st.st_dev, st.st_ino)
     with _ENVS_LOCK:
         entry = _ENVS.get(key)
         if entry is None:
