@@ -12,7 +12,7 @@ import sys as _sys
 if "numpy" not in _sys.modules:
     _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 from . import layers as _layers  # noqa: F401  (registers the layer types)
-from .backend import (cpu_engine, num_threads, set_cpu_engine, set_device, set_mode_cpu, set_mode_gpu,
+from .backend import (cpu_engine, num_threads, set_cpu_engine, set_device, set_mode_cpu, set_mode_gpu, set_numpy_layers,
                       set_multiprocess, set_num_threads, set_random_seed, set_solver_count, set_solver_rank,
                       solver_count, solver_rank)
 from .blob import Blob
@@ -47,5 +47,5 @@ __all__ = [
     "ConfigError", "FormatError", "Layer", "Net", "ShapeError", "TEST", "TRAIN", "NCCL", "Timer", "caffe_pb2",
     "layer_type_list", "set_device", "set_mode_cpu", "set_mode_gpu", "set_random_seed", "init_log", "log",
     "has_nccl", "solver_count", "set_solver_count", "solver_rank", "set_solver_rank", "set_multiprocess",
-    "cpu_engine", "set_cpu_engine", "set_num_threads", "num_threads", "export_onnx",
+    "cpu_engine", "set_cpu_engine", "set_num_threads", "num_threads", "export_onnx", "set_numpy_layers",
 ]

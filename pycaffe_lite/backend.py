@@ -145,7 +145,9 @@ def scratch(key, size, dtype):
 # Two engines on the CPU, as Caffe has engines per layer: numpy (kernels/cpu.py,
 # the reference) and oneDNN (kernels/dnnl.py). The user picks one with
 # set_cpu_engine or PYCAFFE_LITE_CPU_ENGINE; oneDNN is the default wherever its
-# library loads. A layer whose param says `engine: CAFFE` always runs numpy.
+# library loads. Single layers go to numpy by name or type with
+# set_numpy_layers or PYCAFFE_LITE_NUMPY_LAYERS (a prototxt's `engine: CAFFE`
+# is a GPU hint and does not).
 ENGINE_ENV = "PYCAFFE_LITE_CPU_ENGINE"
 CPU_ENGINES = ("dnnl", "numpy")
 _engine = {"name": None, "why": None}
@@ -199,10 +201,36 @@ def set_cpu_engine(name):
     _engine.update(name=name, why="set_cpu_engine('numpy')" if name == "numpy" else None)
 
 
-def dnnl_for(engine=0):
-    """kernels.dnnl when a layer (whose param's `engine` field is given) runs
-    on oneDNN now; None when it runs the numpy engine or on the GPU."""
-    if _state["mode"] != CPU or engine == 1 or _dtype["dtype"] is not np.float32 or cpu_engine() != "dnnl":
+NUMPY_LAYERS_ENV = "PYCAFFE_LITE_NUMPY_LAYERS"
+_numpy_layers = {"set": None}
+
+
+def set_numpy_layers(names):
+    """Run these layers (by name or by type: ["conv1", "LRN"]) on the numpy
+    engine whatever the CPU engine is; an empty list undoes it. The
+    variable PYCAFFE_LITE_NUMPY_LAYERS=conv1,LRN does the same from the
+    start."""
+    if isinstance(names, str):
+        names = [names]
+    _numpy_layers["set"] = frozenset(str(n) for n in names)
+
+
+def numpy_layers():
+    if _numpy_layers["set"] is None:
+        _numpy_layers["set"] = frozenset(n.strip() for n in os.environ.get(NUMPY_LAYERS_ENV, "").split(",")
+                                         if n.strip())
+    return _numpy_layers["set"]
+
+
+def numpy_forced(name, type_name):
+    forced = numpy_layers()
+    return bool(forced) and (name in forced or type_name in forced)
+
+
+def dnnl_for():
+    """kernels.dnnl when layers run on oneDNN now; None when they run the
+    numpy engine or on the GPU."""
+    if _state["mode"] != CPU or _dtype["dtype"] is not np.float32 or cpu_engine() != "dnnl":
         return None
     from .kernels import dnnl
     return dnnl

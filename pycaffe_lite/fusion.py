@@ -221,6 +221,10 @@ def net_shape(net, index):
     return net._bottom(index)[0].shape
 
 
+# the forks' depthwise layers are Convolutions too (MobileNet-SSD's chains)
+CONVOLUTIONS = ("Convolution", "DepthwiseConvolution", "ConvolutionDepthwise")
+
+
 def plan(net, inference):
     """{index of a chain's first layer: chain} for the net's fusable chains
     (those without a backward of their own only for inference)."""
@@ -234,10 +238,10 @@ def plan(net, inference):
     i = 0
     while i < len(layers):
         lp, layer = params[i], layers[i]
-        if any(layer.loss_weights):
+        if any(layer.loss_weights) or backend.numpy_forced(lp.name, lp.type):
             i += 1
             continue
-        if inference and lp.type == "Convolution" and len(lp.bottom) == 1 and len(lp.top) == 1:
+        if inference and lp.type in CONVOLUTIONS and len(lp.bottom) == 1 and len(lp.top) == 1:
             blob = lp.top[0]
             members, seen = [], set()
             for j in range(i + 1, len(layers)):
@@ -246,6 +250,8 @@ def plan(net, inference):
                     break
                 order = ("BatchNorm", "Scale", "ReLU")
                 if nxt.type not in order or (seen and order.index(nxt.type) <= max(order.index(t) for t in seen)):
+                    break
+                if backend.numpy_forced(nxt.name, nxt.type):
                     break
                 if nxt.type == "BatchNorm" and not layers[j].use_global:
                     break
@@ -284,7 +290,7 @@ def _norm_chain(net, i, consumers):
     members = []
     for j, kind in ((i + 1, "Scale"), (i + 2, "ReLU")):
         if j >= len(layers) or params[j].type != kind or not _in_place_on(params[j], blob) or \
-                any(layers[j].loss_weights):
+                any(layers[j].loss_weights) or backend.numpy_forced(params[j].name, kind):
             break
         if kind == "Scale" and not _per_channel_scale(layers[j], net, j):
             break

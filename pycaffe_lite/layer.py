@@ -50,9 +50,6 @@ class Layer:
     exact_tops = min_tops = max_tops = None
     # Loss layers weight their first top by 1 unless loss_weight says otherwise.
     default_loss_weight = 0.0
-    # The field of LayerParameter whose `engine` picks this layer's CPU engine
-    # (Caffe's Engine: CAFFE keeps it on numpy); None: no such field.
-    engine_param = None
     # Which engine ran this layer's last forward or backward: 'numpy' or
     # 'dnnl' on the CPU (caffe time prints it).
     engine = "numpy"
@@ -145,10 +142,9 @@ class Layer:
         """The oneDNN operation for `key` (the shapes and flags it was built
         for), made by build(dnnl) once and kept; None when this layer runs the
         numpy engine, or oneDNN cannot express this case as Caffe defines it."""
-        field = 0
-        if self.engine_param is not None:
-            field = getattr(self.param, self.engine_param).engine
-        dnnl = backend.dnnl_for(field)
+        # `engine: CAFFE` in a published prototxt keeps cuDNN off a layer on
+        # the GPU; Caffe's CPU has one engine: it does not choose numpy here
+        dnnl = None if backend.numpy_forced(self.param.name, self.param.type) else backend.dnnl_for()
         if dnnl is None:
             self.engine = "numpy" if backend.mode() == backend.CPU else "gpu"
             return None

@@ -217,12 +217,30 @@ def test_concat_and_eltwise_equal_the_numpy_engine(tmp_path, eltwise):
     _compare(tmp_path, MERGE % dict(eltwise=eltwise), {"data": np.random.RandomState(0).randn(2, 3, 8, 8)})
 
 
-def test_engine_caffe_keeps_a_layer_on_numpy(tmp_path):
+def test_engine_caffe_is_a_gpu_hint_not_numpy(tmp_path):
+    """Published prototxts say `engine: CAFFE` to keep cuDNN off a layer
+    (MobileNet's depthwise convolutions); on the CPU, Caffe has one engine."""
     text = (CONV % dict(c=3, h=9, w=9, m=4, k=3, s=1, p=1, d=1, g=1, bias="true", type="Convolution")).replace(
         "convolution_param {", "convolution_param { engine: CAFFE")
     _, net = _run(tmp_path, text, "dnnl", {"data": np.ones((2, 3, 9, 9))})
-    assert net.layer_dict["conv"].engine == "numpy"
-    _, net = _run(tmp_path, text.replace("engine: CAFFE", ""), "dnnl", {"data": np.ones((2, 3, 9, 9))})
+    assert net.layer_dict["conv"].engine == "dnnl"
+
+
+@pytest.mark.parametrize("how", ["call", "env"])
+@pytest.mark.parametrize("by", ["conv", "Convolution"])
+def test_layers_forced_onto_numpy_by_name_or_type(tmp_path, monkeypatch, how, by):
+    text = CONV % dict(c=3, h=9, w=9, m=4, k=3, s=1, p=1, d=1, g=1, bias="true", type="Convolution")
+    if how == "call":
+        backend.set_numpy_layers([by])
+    else:
+        monkeypatch.setenv("PYCAFFE_LITE_NUMPY_LAYERS", "pool," + by)
+        backend._numpy_layers["set"] = None
+    try:
+        _, net = _run(tmp_path, text, "dnnl", {"data": np.ones((2, 3, 9, 9))})
+        assert net.layer_dict["conv"].engine == "numpy"
+    finally:
+        backend.set_numpy_layers([])
+    _, net = _run(tmp_path, text, "dnnl", {"data": np.ones((2, 3, 9, 9))})
     assert net.layer_dict["conv"].engine == "dnnl"
 
 

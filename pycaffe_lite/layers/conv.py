@@ -102,7 +102,6 @@ class _BaseConv(_Geometry, Layer):
     min_bottoms = 1
     min_tops = 1
     transposed = False
-    engine_param = "convolution_param"
 
     def layer_setup(self, bottom, top):
         p = self.conv_param

@@ -10,7 +10,6 @@ from ..proto import caffe_pb2 as pb
 class LRNLayer(Layer):
     exact_bottoms = 1
     exact_tops = 1
-    engine_param = "lrn_param"
 
     def layer_setup(self, bottom, top):
         p = self.param.lrn_param

@@ -55,7 +55,6 @@ class NeuronLayer(Layer):
 
 @register("ReLU")
 class ReLULayer(NeuronLayer):
-    engine_param = "relu_param"
 
     def dnnl_eltwise(self, bottom, top):
         # Caffe's backward reads the bottom, which in place holds the output
@@ -89,7 +88,6 @@ class ReLULayer(NeuronLayer):
 
 @register("Sigmoid")
 class SigmoidLayer(NeuronLayer):
-    engine_param = "sigmoid_param"
 
     def dnnl_eltwise(self, bottom, top):
         return ("logistic_dst", 0.0, 0.0)
@@ -107,7 +105,6 @@ class SigmoidLayer(NeuronLayer):
 
 @register("TanH")
 class TanHLayer(NeuronLayer):
-    engine_param = "tanh_param"
 
     def dnnl_eltwise(self, bottom, top):
         return ("tanh_dst", 0.0, 0.0)

@@ -23,7 +23,6 @@ class PoolingLayer(Layer):
     exact_bottoms = 1
     min_tops = 1
     max_tops = 2
-    engine_param = "pooling_param"
 
     def layer_setup(self, bottom, top):
         p = self.param.pooling_param
