@@ -178,6 +178,9 @@ def _memory_bytes():
 class Blob:
     # The Net names the blobs it makes, for error messages.
     name = None
+    # A fused chain that skipped this blob leaves here how to make it (run
+    # once, on the first read of its values).
+    _stale = None
 
     def __init__(self, *shape):
         self._shape = None
@@ -258,7 +261,13 @@ class Blob:
     @property
     def data(self):
         """Host (numpy) array of the values; write into it to set inputs (pycaffe style)."""
+        if self._stale is not None:
+            self._materialize()
         return self._view(self._data_buf.host_array())
+
+    def _materialize(self):
+        make, self._stale = self._stale, None
+        make()
 
     @property
     def diff(self):
@@ -282,6 +291,8 @@ class Blob:
     def engine_data(self, shape=None):
         """The data for the oneDNN engine (see EngineView), as `shape`
         (the blob's own by default)."""
+        if self._stale is not None:
+            self._materialize()
         return EngineView(self._data_buf, tuple(shape) if shape is not None else self._shape)
 
     def engine_diff(self, shape=None):

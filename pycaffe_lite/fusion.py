@@ -18,6 +18,8 @@ A chain's blob ends up holding what Caffe leaves in it (the last layer's
 output); the values in between were never readable, being overwritten in
 place. A chain runs fused only when the whole of it is inside the forward's
 range and no per-layer forward callback watches the net."""
+import functools
+
 import numpy as np
 
 from . import backend
@@ -47,11 +49,15 @@ def _in_place_on(lp, blob):
 
 
 class ConvChain:
-    """Convolution -> [BatchNorm] -> [Scale] -> [ReLU], in place on the
-    convolution's top, as one oneDNN convolution."""
+    """Convolution -> [BatchNorm] -> [Scale] -> [ReLU] as one oneDNN
+    convolution, in place on the convolution's top or through tops of their
+    own (MobileNet v2's BatchNorm). A blob the chain leaves behind (`skipped`:
+    (name, index of the last layer writing it)) is made when something reads
+    it: its layers run one by one then."""
 
-    def __init__(self, net, head, members):
+    def __init__(self, net, head, members, skipped=()):
         self.net, self.head, self.members = net, head, members
+        self.skipped = tuple(skipped)
         self.last = members[-1]
         self.conv = net.layers[head]
         kinds = {net.layers[i].type: net.layers[i] for i in members}
@@ -104,11 +110,24 @@ class ConvChain:
             net.layers[i].reshape(net._bottom(i), net._top(i))
         w, b, token = self._fold()
         x_shape, y_shape = conv.engine_shapes(bottom[0])
+        out = net._top(self.last)[0]
         op.forward(bottom[0].engine_data(x_shape), Folded(w, token if None not in token else None), b,
-                   top[0].engine_data(y_shape))
+                   out.engine_data(y_shape))
         for i in (self.head,) + tuple(self.members):
             net.layers[i].engine = "dnnl"
+        for name, upto in self.skipped:
+            net.blobs[name]._stale = functools.partial(self._make, upto)
         return True
+
+    def _make(self, upto):
+        """The blobs the chain left behind, up to layer `upto`'s, as the
+        layers themselves would have left them."""
+        net = self.net
+        for name, last in self.skipped:
+            if last <= upto:
+                net.blobs[name]._stale = None
+        for i in range(self.head, upto + 1):
+            net.layers[i].run_forward(net._bottom(i), net._top(i))
 
 
 class EltwiseReLU:
@@ -243,10 +262,12 @@ def plan(net, inference):
             continue
         if inference and lp.type in CONVOLUTIONS and len(lp.bottom) == 1 and len(lp.top) == 1:
             blob = lp.top[0]
-            members, seen = [], set()
+            members, seen, skipped = [], set(), []
+            outputs = set(net.outputs)
             for j in range(i + 1, len(layers)):
                 nxt = params[j]
-                if not _in_place_on(nxt, blob) or nxt.type in seen or any(layers[j].loss_weights):
+                if len(nxt.bottom) != 1 or nxt.bottom[0] != blob or len(nxt.top) != 1 or \
+                        nxt.type in seen or any(layers[j].loss_weights):
                     break
                 order = ("BatchNorm", "Scale", "ReLU")
                 if nxt.type not in order or (seen and order.index(nxt.type) <= max(order.index(t) for t in seen)):
@@ -257,11 +278,15 @@ def plan(net, inference):
                     break
                 if nxt.type == "Scale" and not _per_channel_scale(layers[j], net, j):
                     break
+                if nxt.top[0] != blob:          # a top of its own: the chain moves on, leaving `blob` behind
+                    if blob in outputs:
+                        break
+                    skipped.append((blob, j - 1))
+                    blob = nxt.top[0]
                 members.append(j)
                 seen.add(nxt.type)
-            # Nothing may read the blob between the layers of the chain.
-            if members and all(consumers.get(blob, [])[k] == m for k, m in enumerate(members)):
-                chains[i] = ConvChain(net, i, tuple(members))
+            if members and _reads_only(params, consumers, members, [b for b, _ in skipped], blob):
+                chains[i] = ConvChain(net, i, tuple(members), skipped)
                 i = members[-1] + 1
                 continue
         if lp.type == "BatchNorm":
@@ -279,6 +304,18 @@ def plan(net, inference):
             continue
         i += 1
     return chains
+
+
+def _reads_only(params, consumers, members, skipped, final):
+    """Nothing but the chain reads its blobs while it runs: a blob it leaves
+    behind only its own next layer, the final blob nobody before the chain's
+    last layer (later layers read the chain's result)."""
+    for blob in skipped + [final]:
+        ours = [m for m in members if params[m].bottom[0] == blob]
+        readers = consumers.get(blob, [])
+        if (readers != ours) if blob != final else (readers[:len(ours)] != ours):
+            return False
+    return True
 
 
 def _norm_chain(net, i, consumers):

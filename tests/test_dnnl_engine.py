@@ -554,3 +554,59 @@ def test_backward_callbacks_see_every_layer_of_a_fused_chain(tmp_path):
     seen = []
     _, net = _train_step(tmp_path, "dnnl", spy=seen)
     assert seen[-len(net.layers):] == list(range(len(net.layers) - 1, -1, -1))
+
+
+# -- chains through tops of their own (MobileNet v2's BatchNorm) ---------------
+V2_CHAIN = _input("data", (2, 4, 9, 9)) + '''
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+  convolution_param { num_output: 6 kernel_size: 3 pad: 1 bias_term: false weight_filler { type: "gaussian" std: 0.3 } } }
+layer { name: "conv1/bn" type: "BatchNorm" bottom: "conv1" top: "conv1/bn" batch_norm_param { use_global_stats: true } }
+layer { name: "conv1/scale" type: "Scale" bottom: "conv1/bn" top: "conv1/bn" scale_param { bias_term: true
+  filler { type: "uniform" min: 0.5 max: 1.5 } bias_filler { type: "gaussian" std: 0.3 } } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1/bn" top: "conv1/bn" }
+layer { name: "conv2" type: "ConvolutionDepthwise" bottom: "conv1/bn" top: "conv2"
+  convolution_param { num_output: 6 kernel_size: 3 pad: 1 bias_term: false weight_filler { type: "gaussian" std: 0.3 } } }
+layer { name: "conv2/bn" type: "BatchNorm" bottom: "conv2" top: "conv2/bn" batch_norm_param { use_global_stats: true } }
+layer { name: "conv2/scale" type: "Scale" bottom: "conv2/bn" top: "conv2/scale" scale_param { bias_term: true } }
+'''
+
+
+def _bn_stats(net):
+    rng = np.random.RandomState(1)
+    for name in ("conv1/bn", "conv2/bn"):
+        blobs = net.params[name]
+        blobs[0].data[...] = rng.randn(6) * 0.2
+        blobs[1].data[...] = rng.rand(6) + 0.5
+        blobs[2].data[...] = 1.0
+
+
+def test_a_chain_through_tops_of_its_own_is_fused_and_its_blobs_made_on_reading(tmp_path):
+    x = np.random.RandomState(0).randn(2, 4, 9, 9)
+    ref, _ = _run(tmp_path, V2_CHAIN, "numpy", {"data": x}, backward=False, prepare=_bn_stats)
+    backend.set_cpu_engine("dnnl")
+    caffe.set_random_seed(3)
+    net = _net(tmp_path, V2_CHAIN, caffe.TEST)
+    _bn_stats(net)
+    net.forward(data=x)
+    fused = [c for c in net._fused if getattr(c, "skipped", ())]
+    assert [(c.head, [b for b, _ in c.skipped]) for c in fused] == [(1, ["conv1"]), (5, ["conv2", "conv2/bn"])]
+    # the blobs the chains skipped hold nothing yet: they are made when read
+    assert net.blobs["conv2/bn"]._stale is not None
+    for name in net.blobs:
+        np.testing.assert_allclose(net.blobs[name].data, ref["data/" + name], rtol=0, atol=2e-5, err_msg=name)
+    assert net.blobs["conv2/bn"]._stale is None
+
+
+def test_a_blob_written_between_two_forwards_is_seen_by_the_next(tmp_path):
+    backend.set_cpu_engine("dnnl")
+    caffe.set_random_seed(3)
+    net = _net(tmp_path, V2_CHAIN, caffe.TEST)
+    _bn_stats(net)
+    rng = np.random.RandomState(5)
+    a, b = rng.randn(2, 4, 9, 9), rng.randn(2, 4, 9, 9)
+    first = net.forward(data=a)["conv2/scale"].copy()
+    net.blobs["data"].data[...] = b
+    second = net.forward()["conv2/scale"].copy()
+    again = net.forward(data=a)["conv2/scale"]
+    assert not np.allclose(first, second)
+    np.testing.assert_array_equal(again, first)
