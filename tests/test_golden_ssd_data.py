@@ -76,3 +76,24 @@ def test_convert_annoset(name, in_tree, tmp_path):
         assert pixels.shape == expected.shape
         # another encoder (or decoder) may land a grey level or two away on some pixels
         assert np.abs(pixels - expected).max() <= 3 and np.abs(pixels - expected).mean() < 0.5, i
+
+
+@pytest.mark.parametrize("name", cases("annotated_data"))
+def test_annotated_data_layer(name, in_tree):
+    import pycaffe_lite as caffe
+    _, case, arrays = load_case("data", name, GOLDEN_SSD)
+    phase = caffe.TRAIN if case["phase"] == "TRAIN" else caffe.TEST
+    net = caffe.Net(os.path.join("data", name, case["prototxt"]), phase)
+    for blob in case["blobs"]:                     # as built, before the first forward
+        assert list(net.blobs[blob["name"]].data.shape) == blob["shape"], blob["name"]
+    tol = case["tolerance"]
+    exact = tol["label_exact_columns"]
+    corners = [i for i in range(8) if i not in exact]
+    for b, shapes in enumerate(case["batch_shapes"]):
+        net.forward()
+        data, label = net.blobs["data"].data, net.blobs["label"].data
+        assert [list(data.shape), list(label.shape)] == shapes
+        np.testing.assert_allclose(data, arrays["batch/%d/data" % b], rtol=tol["rtol"], atol=tol["atol"])
+        theirs = arrays["batch/%d/label" % b]
+        np.testing.assert_array_equal(label[..., exact], theirs[..., exact])
+        np.testing.assert_allclose(label[..., corners], theirs[..., corners], rtol=0, atol=tol["label_atol"])

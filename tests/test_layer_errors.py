@@ -128,6 +128,6 @@ def test_layer_type_list_is_caffes():
 # SegNet; ShuffleNet; SENet's Axpy; the MobileNet forks; OpenCV's own.
 FORK_TYPES = """Normalize NormalizeBBox Permute PriorBox DetectionOutput
     ROIPooling SmoothL1Loss PSROIPooling Interp Upsample ShuffleChannel Axpy
-    DepthwiseConvolution ConvolutionDepthwise ReLU6 Proposal MultiBoxLoss DetectionEvaluate
+    DepthwiseConvolution ConvolutionDepthwise ReLU6 Proposal MultiBoxLoss DetectionEvaluate AnnotatedData
     Identity Mish HardSwish HardSigmoid Softplus Sqrt Reciprocal Erf Gelu Celu Selu Sin Cos Tan Ceil Floor
     Round Sign""".split()

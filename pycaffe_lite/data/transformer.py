@@ -1,5 +1,5 @@
 """Caffe's DataTransformer, vectorized over a batch: crop (random in TRAIN,
-centred in TEST), mirror (random in TRAIN), mean image or per-channel mean
+centred in TEST), mirror (random, in every phase as in Caffe), mean image or per-channel mean
 values, then scale, as out = (pixel - mean) * scale in float32."""
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -79,7 +79,8 @@ class DataTransformer:
                 w_off = np.full(n, (w - self.crop) // 2)
         else:
             h_off = w_off = np.zeros(n, dtype=np.int64)
-        mirror = self.rng.integers(0, 2, size=n).astype(bool) if (self.param.mirror and self.train) \
+        # Caffe mirrors at random in every phase (only the crop is centred in TEST).
+        mirror = self.rng.integers(0, 2, size=n).astype(bool) if self.param.mirror \
             else np.zeros(n, dtype=bool)
         return h_off, w_off, mirror
 

@@ -96,6 +96,7 @@ class _PrefetchingLayer(Layer):
         top[0].reshape(data.shape)
         top[0].dev_data[...] = self.xp.asarray(data)
         if len(top) > 1:
+            top[1].reshape(labels.shape)
             top[1].dev_data[...] = self.xp.asarray(labels)
 
     def __del__(self):
@@ -136,22 +137,28 @@ class DataLayer(_PrefetchingLayer):
         self.reader.seek_first()
         self.reader.skip((self._skip + records_read) % len(self.reader))
 
-    def load_batch(self):
-        images = np.empty((self.batch_size,) + tuple(self.record_shape),
-                          dtype=np.uint8)
-        labels = np.empty(self.batch_size, np.float32)
+    def take_records(self):
+        """The (key, value) records of the next batch."""
         # With several solvers, each TRAIN net reads every solver_count-th
         # record, starting at its rank (Caffe's DataLayer::Skip); TEST reads all.
         count, rank = backend.solver_count(), backend.solver_rank()
         if self.phase != pb.TEST and count > 1:
             self.reader.skip((rank - self.records_read) % count)
             self.records_read += (rank - self.records_read) % count
+        records = []
         for i in range(self.batch_size):
-            key, value = self.reader.next()
+            records.append(self.reader.next())
             self.records_read += 1
             if self.phase != pb.TEST and count > 1 and i + 1 < self.batch_size:
                 self.reader.skip(count - 1)
                 self.records_read += count - 1
+        return records
+
+    def load_batch(self):
+        images = np.empty((self.batch_size,) + tuple(self.record_shape),
+                          dtype=np.uint8)
+        labels = np.empty(self.batch_size, np.float32)
+        for i, (key, value) in enumerate(self.take_records()):
             try:
                 img, labels[i] = self._decode(key, value)         # names the database already
             except FormatError as e:
