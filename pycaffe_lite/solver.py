@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from . import backend, glog, protoio
+from . import backend, detection_eval, glog, protoio
 from .blob import Blob
 from .errors import CaffeError, ConfigError, FormatError, WriteError
 from .net import Net
@@ -58,6 +58,11 @@ class Solver:
         self.rule = rule(p)
         if p.regularization_type not in ("L1", "L2"):
             raise ConfigError("%s: unknown regularization_type '%s' (L1 or L2)" % (self._source, p.regularization_type))
+        if p.eval_type not in ("classification", "detection"):
+            raise ConfigError("%s: unknown eval_type '%s' (classification or detection)" % (self._source, p.eval_type))
+        if p.eval_type == "detection" and p.ap_version not in detection_eval.AP_VERSIONS:
+            raise ConfigError("%s: unknown ap_version '%s' (one of %s)"
+                              % (self._source, p.ap_version, ", ".join(detection_eval.AP_VERSIONS)))
         if p.solver_mode == pb.SolverParameter.GPU and backend.mode() == backend.GPU:
             backend.set_device(p.device_id)
         if p.random_seed >= 0:
@@ -325,6 +330,8 @@ class Solver:
         glog.info("Iteration %d, Testing net (#%d)", self.iter, i)
         net = self.test_nets[i]
         scores, loss = None, 0.0
+        detection = p.eval_type == "detection"
+        found = [detection_eval.Accumulator() for _ in net.outputs] if detection else None
         for _ in range(p.test_iter[i]):
             action = self._take_request()
             if action == "snapshot":
@@ -335,6 +342,10 @@ class Solver:
             iter_loss = net.forward_from_to(0, len(net.layers) - 1)
             if p.test_compute_loss:
                 loss += iter_loss
+            if detection:
+                for acc, name in zip(found, net.outputs):
+                    acc.add(net.blobs[name].data, name)
+                continue
             result = [net.blobs[name].data.astype(np.float32).ravel().copy() for name in net.outputs]
             scores = result if scores is None else [s + r for s, r in zip(scores, result)]
         if self.early_exit:
@@ -342,10 +353,25 @@ class Solver:
             return
         if p.test_compute_loss:
             glog.info("Test loss: %s", _fmt(loss / p.test_iter[i]))
+        if detection:
+            self._log_detection(net, found)
+            return
         n = f32(p.test_iter[i])
         self.last_test_scores = {name: s / n for name, s in zip(net.outputs, scores or [])}
         if scores is not None:         # test_iter 0: Caffe averages nothing and prints nothing
             self._log_outputs(net, "Test", lambda v: v / n, scores)
+
+    def _log_detection(self, net, found):
+        """mAP per output (the fork's TestDetection), each after its classes' APs when asked."""
+        self.last_test_scores = {}
+        for k, (name, acc) in enumerate(zip(net.outputs, found)):
+            aps = acc.average_precisions(self.param.ap_version)
+            if self.param.show_per_class_result:
+                for label, ap in aps.items():
+                    glog.info("class%d: %s", label, _fmt(ap))
+            value = detection_eval.mean_ap(aps)
+            self.last_test_scores[name] = np.array([value], np.float32)
+            glog.info("    Test net output #%d: %s = %s", k, name, _fmt(value))
 
     # -- the update ----------------------------------------------------------
     def apply_update(self):

@@ -6,6 +6,7 @@ from .. import backend, bbox
 from ..errors import ShapeError
 from ..layer import Layer, register
 from ..proto import caffe_pb2 as pb
+from ..stdsort import first_descending, sort_descending
 
 
 @register("SmoothL1Loss")
@@ -266,8 +267,9 @@ class MultiBoxLossLayer(Layer):
                     num_sel = min(len(kept), num_sel)
                     chosen = set(eligible[kept[:num_sel]].tolist())
                 else:
-                    order = np.argsort(-loss[eligible], kind="stable")
-                    chosen = set(eligible[order[:num_sel]].tolist())
+                    # The fork's std::sort decides which of tied losses make the cut.
+                    order = first_descending(loss[eligible].tolist(), num_sel)
+                    chosen = set(eligible[order].tolist()) if order else set()
                 for j in range(self.num_priors):
                     if idx[j] > -1:
                         if self.mining == MBL.HARD_EXAMPLE and j not in chosen:
@@ -494,7 +496,7 @@ class DetectionEvaluateLayer(Layer):
                 if not truth:
                     rows += [[image, label, r[2], 0, 1] for r in found]
                     continue
-                found = sorted(found, key=lambda r: -r[2])
+                found = sort_descending(found, key=lambda r: r[2])     # std::sort, as the fork
                 boxes = np.stack([b for b, _ in truth])
                 cand = np.stack([r[3:7] for r in found])
                 if pixel:

@@ -8,6 +8,7 @@ from ..errors import ShapeError
 from ..filler import fill
 from ..layer import Layer, register
 from ..proto import caffe_pb2 as pb
+from ..stdsort import sort_descending
 
 F32 = np.float32
 
@@ -313,10 +314,10 @@ class DetectionOutputLayer(Layer):
             total = sum(len(v) for v in kept.values())
             if -1 < self.keep_top_k < total:
                 pairs = [(conf[i, j, c], c, j) for c in sorted(kept) for j in kept[c]]
-                order = sorted(range(len(pairs)), key=lambda k: -pairs[k][0])[:self.keep_top_k]
+                # The fork's std::sort: which tied boxes the cut keeps is its order's.
                 chosen = {}
-                for k in order:
-                    chosen.setdefault(pairs[k][1], []).append(pairs[k][2])
+                for _, c, j in sort_descending(pairs, key=lambda r: r[0])[:self.keep_top_k]:
+                    chosen.setdefault(c, []).append(j)
                 kept = chosen
             for c in sorted(kept):
                 b = boxes[-1 if self.share else c]
