@@ -50,14 +50,21 @@ def overlaps(box, boxes, size=None, sizes=None, normalized=True):
 
 
 def overlap_matrix(a, b, normalized=True):
-    """Jaccard overlaps (len(a), len(b)) of two sets of boxes."""
-    a = np.asarray(a, F32).reshape(-1, 4)
-    b = np.asarray(b, F32).reshape(-1, 4)
+    """Jaccard overlaps (len(a), len(b)) of two sets of boxes (overlaps's
+    arithmetic, broadcast)."""
+    a = np.asarray(a, F32).reshape(-1, 4)[:, None, :]
+    b = np.asarray(b, F32).reshape(-1, 4)[None, :, :]
     sa, sb = box_size(a, normalized), box_size(b, normalized)
-    out = np.empty((len(a), len(b)), F32)
-    for i in range(len(a)):
-        out[i] = overlaps(a[i], b, sa[i], sb, normalized)
-    return out
+    apart = ((b[..., 0] > a[..., 2]) | (b[..., 2] < a[..., 0]) | (b[..., 1] > a[..., 3]) | (b[..., 3] < a[..., 1]))
+    w = np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0])
+    h = np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1])
+    if not normalized:
+        w, h = w + F32(1), h + F32(1)
+    meet = ~apart & (w > 0) & (h > 0)
+    inter = np.where(meet, w * h, F32(0)).astype(F32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = inter / (sa + sb - inter)
+    return np.where(meet, iou, F32(0)).astype(F32)
 
 
 def decode(priors, variances, loc, code_type, variance_in_target):
