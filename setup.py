@@ -17,8 +17,10 @@ setup(
         # OpenCV 5 dropped the Caffe importer the interop test uses.
         "opencv-python-headless<5",
         "tqdm",
-        # The brew demo: its images (scikit-learn's digits), its plots, its net drawing.
+        # The brew demo: its images (scikit-learn's digits; scikit-image's photographs behind
+        # the detection brew's shapes), its plots, its net drawing.
         "scikit-learn",
+        "scikit-image",
         "matplotlib",
         "pydot",
         # The CPU engine (kernels/dnnl.py binds its C API through ctypes); where

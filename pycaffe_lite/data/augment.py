@@ -256,58 +256,79 @@ def crop(img, box):
     return np.ascontiguousarray(img[y0:y0 + ch, x0:x0 + cw])
 
 
-def _sample_box(s, rng):
+def _sample_boxes(s, n, rng):
+    """n windows of the sampler's scale and aspect ratio at random places (the fork's SampleBBox)."""
     if not (0 < s.min_scale <= s.max_scale <= 1) or not (0 < s.min_aspect_ratio <= s.max_aspect_ratio):
         raise ConfigError("batch_sampler: need 0 < min_scale <= max_scale <= 1 and 0 < min_aspect_ratio <= "
                           "max_aspect_ratio (got scale %s..%s, aspect %s..%s)"
                           % (s.min_scale, s.max_scale, s.min_aspect_ratio, s.max_aspect_ratio))
-    scale = _uniform(rng, s.min_scale, s.max_scale)
-    aspect = _uniform(rng, s.min_aspect_ratio, s.max_aspect_ratio)
-    aspect = min(max(aspect, f32(scale ** 2)), f32(1 / scale ** 2))
-    bw, bh = f32(scale * np.sqrt(aspect)), f32(scale / np.sqrt(aspect))
-    x0, y0 = _uniform(rng, 0, 1 - bw), _uniform(rng, 0, 1 - bh)
-    return np.array([x0, y0, x0 + bw, y0 + bh], f32)
+    scale = rng.uniform(s.min_scale, s.max_scale, n).astype(f32)
+    aspect = rng.uniform(s.min_aspect_ratio, s.max_aspect_ratio, n).astype(f32)
+    aspect = np.minimum(np.maximum(aspect, scale * scale), f32(1) / (scale * scale))
+    bw, bh = scale * np.sqrt(aspect), scale / np.sqrt(aspect)
+    # A window of the full side leaves 1 - side a rounding error below 0.
+    x0 = (rng.random(n) * np.maximum(f32(1) - bw, 0)).astype(f32)
+    y0 = (rng.random(n) * np.maximum(f32(1) - bh, 0)).astype(f32)
+    return np.stack([x0, y0, x0 + bw, y0 + bh], axis=1).astype(f32)
 
 
-def _satisfies(box, objects, c):
-    tests = []
-    for lo, hi, measure in (("min_jaccard_overlap", "max_jaccard_overlap", lambda o: jaccard(box, o)),
-                            ("min_sample_coverage", "max_sample_coverage", lambda o: coverage(box, o)),
-                            ("min_object_coverage", "max_object_coverage", lambda o: coverage(o, box))):
+def _pairwise(a, b):
+    """(intersection, size of a, size of b) for every pair of rows of a and b."""
+    a, b = a[:, None, :], b[None, :, :]
+    apart = (b[..., 0] > a[..., 2]) | (b[..., 2] < a[..., 0]) | (b[..., 1] > a[..., 3]) | (b[..., 3] < a[..., 1])
+    w = np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0])
+    h = np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1])
+    inter = np.where(apart | (w < 0) | (h < 0), f32(0), w * h).astype(f32)
+
+    def size(x):
+        return np.where((x[..., 2] < x[..., 0]) | (x[..., 3] < x[..., 1]), f32(0),
+                        (x[..., 2] - x[..., 0]) * (x[..., 3] - x[..., 1])).astype(f32)
+    return inter, size(a), size(b)
+
+
+def _satisfied(windows, objects, c):
+    """Which windows pass the sample constraint. As the fork: a window passes
+    when any object passes the first test given (its flag is set there and
+    outlives a later test's failure)."""
+    tests = (("min_jaccard_overlap", "max_jaccard_overlap", "jaccard"),
+             ("min_sample_coverage", "max_sample_coverage", "sample"),
+             ("min_object_coverage", "max_object_coverage", "object"))
+    for lo, hi, kind in tests:
         if c.HasField(lo) or c.HasField(hi):
-            tests.append((getattr(c, lo) if c.HasField(lo) else None,
-                          getattr(c, hi) if c.HasField(hi) else None, measure))
-    if not tests:
-        return True
-    # As the fork: a window passes when one object passes every test, and also
-    # when any object passed the first test (the fork's flag outlives the object).
-    found = False
-    for o in objects:
-        for lo, hi, measure in tests:
-            v = measure(o)
-            if (lo is not None and v < f32(lo)) or (hi is not None and v > f32(hi)):
-                break
-            found = True
+            break
+    else:
+        return np.ones(len(windows), bool)
+    if not len(objects):
+        return np.zeros(len(windows), bool)
+    inter, sw, so = _pairwise(windows, np.asarray(objects, f32).reshape(-1, 4))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if kind == "jaccard":
+            v = inter / (sw + so - inter)
+        elif kind == "sample":
+            v = inter / sw
         else:
-            return True
-    return found
+            v = inter / so
+    v = np.where(inter > 0, v, f32(0)).astype(f32)
+    ok = np.ones(v.shape, bool)
+    if c.HasField(lo):
+        ok &= v >= f32(getattr(c, lo))
+    if c.HasField(hi):
+        ok &= v <= f32(getattr(c, hi))
+    return ok.any(axis=1)
 
 
 def sample_windows(objects, samplers, rng):
-    """Every window the batch samplers accept for an image with these object boxes."""
+    """Every window the batch samplers accept for an image with these object
+    boxes: each sampler's max_trials windows, the first max_sample that pass."""
     windows = []
-    unit = np.array([0, 0, 1, 1], f32)
     for bs in samplers:
-        if not bs.use_original_image:
+        if not bs.use_original_image or bs.max_trials <= 0:
             continue
-        found = 0
-        for _ in range(int(bs.max_trials)):
-            if bs.HasField("max_sample") and found >= bs.max_sample:
-                break
-            box = locate(unit, _sample_box(bs.sampler, rng))
-            if _satisfies(box, objects, bs.sample_constraint):
-                found += 1
-                windows.append(box)
+        boxes = _sample_boxes(bs.sampler, int(bs.max_trials), rng)
+        passed = np.flatnonzero(_satisfied(boxes, objects, bs.sample_constraint))
+        if bs.HasField("max_sample"):
+            passed = passed[:max(int(bs.max_sample), 0)]
+        windows.extend(boxes[passed])
     return windows
 
 

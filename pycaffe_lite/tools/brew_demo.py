@@ -266,7 +266,7 @@ class Demo:
             raise ConfigError("caffe train failed (exit %d); see %s" % (proc.returncode, path))
         from .parse_log import parse
         train, test, _, _ = parse(path)
-        if test:
+        if test and "accuracy" in test[-1]:
             self.say("  iteration %d: test accuracy %.3f, test loss %.3f" % (
                 test[-1]["NumIters"], test[-1].get("accuracy", float("nan")), test[-1].get("loss", float("nan"))))
 
@@ -408,16 +408,25 @@ def main(argv=None):
     def go(a):
         p = argparse.ArgumentParser(prog="brew_demo", description=__doc__.split("\n\n")[0])
         p.add_argument("workdir", help="a new (or empty) folder; everything the demo makes goes there")
-        p.add_argument("--iterations", type=int, default=300,
-                       help="training iterations (default 300; the test runs fewer)")
+        p.add_argument("--iterations", type=int, default=None,
+                       help="training iterations (default 300, or 600 with --detection; the test runs fewer)")
+        p.add_argument("--detection", action="store_true",
+                       help="SSD's recipe instead: shapes with VOC XML boxes, convert_annoset, a small SSD from "
+                            "caffe.model_libs trained with mAP test lines, and detections.png")
         args = p.parse_args(a)
+        if args.iterations is None:
+            args.iterations = 600 if args.detection else 300
         if args.iterations < 20:
             raise ConfigError("--iterations must be at least 20")
         if os.path.exists(args.workdir) and os.listdir(args.workdir):
             raise ConfigError("%s already holds files (a demo ran there?); give a new folder, or remove it first"
                               % args.workdir)
         os.makedirs(args.workdir, exist_ok=True)
-        demo = Demo(args.workdir, args.iterations)
+        if args.detection:
+            from .brew_detection import make_demo_class
+            demo = make_demo_class(Demo)(args.workdir, args.iterations)
+        else:
+            demo = Demo(args.workdir, args.iterations)
         here = os.getcwd()
         try:
             accuracy = demo.run()
