@@ -250,3 +250,81 @@ def test_a_database_of_plain_datums_is_refused(tmp_path):
     with pytest.raises(CaffeError) as e:
         net_for(tmp_path, tmp_path / "db", "")
     assert "AnnotatedDatum" in str(e.value) and "convert_annoset" in str(e.value)
+
+
+def _annoset(tmp_path, objects, width=50, height=40):
+    """convert_annoset on one image with these VOC objects; returns (exit code, db path)."""
+    from pycaffe_lite.tools import convert_annoset, create_label_map
+    root = tmp_path / "root"
+    root.mkdir()
+    cv2.imwrite(str(root / "a.jpg"), np.zeros((height, width, 3), np.uint8))
+    body = "".join("<object><name>%s</name><difficult>0</difficult><bndbox><xmin>%d</xmin><ymin>%d</ymin>"
+                   "<xmax>%d</xmax><ymax>%d</ymax></bndbox></object>" % o for o in objects)
+    (root / "a.xml").write_text("<annotation><size><width>%d</width><height>%d</height><depth>3</depth></size>%s"
+                                "</annotation>" % (width, height, body))
+    (tmp_path / "list.txt").write_text("a.jpg a.xml\n")
+    (tmp_path / "labels.txt").write_text("cat\ndog\n")
+    assert create_label_map.main(["--include_background=true", str(tmp_path / "labels.txt"),
+                                  str(tmp_path / "lm.prototxt")]) == 0
+    db = tmp_path / "db"
+    code = convert_annoset.main(["--anno_type=detection", "--label_type=xml", "--label_map_file=%s" % (tmp_path / "lm.prototxt"),
+                                 str(root) + "/", str(tmp_path / "list.txt"), str(db)])
+    return code, db
+
+
+def _records(db):
+    import lmdb
+    env = lmdb.open(str(db), readonly=True, lock=False)
+    with env.begin() as txn:
+        out = [pb.AnnotatedDatum.FromString(v) for _, v in txn.cursor()]
+    env.close()
+    return out
+
+
+def test_a_label_missing_from_the_label_map_names_the_file_and_line(tmp_path, capsys):
+    code, db = _annoset(tmp_path, [("bird", 1, 1, 10, 10)])
+    err = capsys.readouterr().err
+    assert code == 2 and "list.txt line 1" in err and "a.xml" in err and "'bird'" in err and "cat, dog" in err
+    assert not db.exists()                   # nothing half-written
+
+
+def test_a_box_outside_the_image_is_kept_with_a_warning_as_the_fork_does(tmp_path, caplog):
+    code, db = _annoset(tmp_path, [("cat", 10, 10, 80, 30)])
+    assert code == 0 and "exceeds image boundary" in caplog.text and "a.xml" in caplog.text
+    box = _records(db)[0].annotation_group[0].annotation[0].bbox
+    assert box.xmax == pytest.approx(80 / 50) and box.xmin == pytest.approx(10 / 50)
+
+
+def test_an_xml_without_objects_gives_a_record_without_boxes(tmp_path):
+    code, db = _annoset(tmp_path, [])
+    (record,) = _records(db)
+    assert code == 0 and record.type == pb.AnnotatedDatum.BBOX and not record.annotation_group
+
+
+def test_a_sampler_that_can_never_be_satisfied_leaves_the_image_whole(tmp_path):
+    truth = write_db(tmp_path / "db", encoding="png")
+    never = ("batch_sampler { sampler { min_scale: 0.3 max_scale: 0.4 } sample_constraint { min_jaccard_overlap: 1.0 } "
+             "max_trials: 20 max_sample: 1 }")
+    net = net_for(tmp_path, tmp_path / "db", "", never, batch=8, phase="TRAIN")
+    net.forward()
+    rows = net.blobs["label"].data.reshape(-1, 8)
+    np.testing.assert_allclose(rows[:, 3:7], np.asarray(truth, np.float32), atol=1e-6)
+    assert net.blobs["data"].data.shape == (8, 3, 240, 320)
+
+
+def test_sampled_windows_meet_their_constraint_in_the_expected_share():
+    """Monte Carlo: the share of trial windows that overlap one centred object by
+    at least 0.5 is the share the samplers keep when max_sample does not cap them."""
+    rng = np.random.default_rng(5)
+    obj = [np.array([0.3, 0.3, 0.7, 0.7], np.float32)]
+    bs = pb.BatchSampler(max_trials=4000)
+    bs.sampler.min_scale, bs.sampler.max_scale = 0.3, 1.0
+    bs.sampler.min_aspect_ratio, bs.sampler.max_aspect_ratio = 0.5, 2.0
+    bs.sample_constraint.min_jaccard_overlap = 0.5
+    kept = len(augment.sample_windows(obj, [bs], rng))
+    free = pb.BatchSampler(max_trials=4000)
+    free.sampler.CopyFrom(bs.sampler)
+    windows = augment.sample_windows(obj, [free], rng)
+    share = np.mean([augment.jaccard(w, obj[0]) >= np.float32(0.5) for w in windows])
+    assert len(windows) == 4000 and 0.02 < share < 0.6
+    assert abs(kept / 4000 - share) < 0.04
