@@ -328,3 +328,26 @@ def test_sampled_windows_meet_their_constraint_in_the_expected_share():
     share = np.mean([augment.jaccard(w, obj[0]) >= np.float32(0.5) for w in windows])
     assert len(windows) == 4000 and 0.02 < share < 0.6
     assert abs(kept / 4000 - share) < 0.04
+
+
+def test_resume_replays_the_random_steps_exactly(tmp_path):
+    """get_state/set_state (what a .solverstate keeps of a data layer): a net
+    restored after two batches makes the third batch the first net made."""
+    write_db(tmp_path / "db", encoding="jpg")
+    transform = ("mirror: true resize_param { height: 32 width: 32 interp_mode: LINEAR interp_mode: CUBIC } "
+                 "distort_param { brightness_prob: 0.5 brightness_delta: 32 contrast_prob: 0.5 contrast_lower: 0.5 "
+                 "contrast_upper: 1.5 } expand_param { prob: 0.5 max_expand_ratio: 2 }")
+    caffe.set_random_seed(4)
+    first = net_for(tmp_path, tmp_path / "db", transform, SSD_SAMPLERS)
+    first.forward()
+    first.forward()
+    state = first.layers[0].get_state()
+    first.forward()
+    want = first.blobs["data"].data.copy(), first.blobs["label"].data.copy()
+    caffe.set_random_seed(99)
+    second = net_for(tmp_path, tmp_path / "db", transform, SSD_SAMPLERS)
+    second.forward()                       # a different stream until restored
+    second.layers[0].set_state(*state)
+    second.forward()
+    np.testing.assert_array_equal(second.blobs["data"].data, want[0])
+    np.testing.assert_array_equal(second.blobs["label"].data, want[1])
