@@ -29,6 +29,23 @@ def box_size(boxes, normalized=True):
     return np.where(bad, F32(0), w * h).astype(F32)
 
 
+def intersection(a, b, normalized=True):
+    """Areas where boxes a and b meet (0 where they do not), broadcast over
+    their leading axes; unnormalized boxes count both ends, as the fork does."""
+    apart = ((b[..., 0] > a[..., 2]) | (b[..., 2] < a[..., 0]) | (b[..., 1] > a[..., 3]) | (b[..., 3] < a[..., 1]))
+    w = np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0])
+    h = np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1])
+    if not normalized:
+        w, h = w + F32(1), h + F32(1)
+    return np.where(~apart & (w > 0) & (h > 0), w * h, F32(0)).astype(F32)
+
+
+def _jaccard(inter, size_a, size_b):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = inter / (size_a + size_b - inter)
+    return np.where(inter > 0, iou, F32(0)).astype(F32)
+
+
 def overlaps(box, boxes, size=None, sizes=None, normalized=True):
     """Jaccard overlap of one box with each of `boxes` (their areas may be
     given, as the fork carries a box's size along with it)."""
@@ -36,35 +53,14 @@ def overlaps(box, boxes, size=None, sizes=None, normalized=True):
     boxes = np.asarray(boxes, F32)
     size = box_size(box, normalized) if size is None else F32(size)
     sizes = box_size(boxes, normalized) if sizes is None else sizes
-    apart = ((boxes[..., 0] > box[2]) | (boxes[..., 2] < box[0])
-             | (boxes[..., 1] > box[3]) | (boxes[..., 3] < box[1]))
-    w = np.minimum(box[2], boxes[..., 2]) - np.maximum(box[0], boxes[..., 0])
-    h = np.minimum(box[3], boxes[..., 3]) - np.maximum(box[1], boxes[..., 1])
-    if not normalized:
-        w, h = w + F32(1), h + F32(1)
-    meet = ~apart & (w > 0) & (h > 0)
-    inter = np.where(meet, w * h, F32(0)).astype(F32)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        iou = inter / (size + sizes - inter)
-    return np.where(meet, iou, F32(0)).astype(F32)
+    return _jaccard(intersection(box, boxes, normalized), size, sizes)
 
 
 def overlap_matrix(a, b, normalized=True):
-    """Jaccard overlaps (len(a), len(b)) of two sets of boxes (overlaps's
-    arithmetic, broadcast)."""
+    """Jaccard overlaps (len(a), len(b)) of two sets of boxes."""
     a = np.asarray(a, F32).reshape(-1, 4)[:, None, :]
     b = np.asarray(b, F32).reshape(-1, 4)[None, :, :]
-    sa, sb = box_size(a, normalized), box_size(b, normalized)
-    apart = ((b[..., 0] > a[..., 2]) | (b[..., 2] < a[..., 0]) | (b[..., 1] > a[..., 3]) | (b[..., 3] < a[..., 1]))
-    w = np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0])
-    h = np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1])
-    if not normalized:
-        w, h = w + F32(1), h + F32(1)
-    meet = ~apart & (w > 0) & (h > 0)
-    inter = np.where(meet, w * h, F32(0)).astype(F32)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        iou = inter / (sa + sb - inter)
-    return np.where(meet, iou, F32(0)).astype(F32)
+    return _jaccard(intersection(a, b, normalized), box_size(a, normalized), box_size(b, normalized))
 
 
 def decode(priors, variances, loc, code_type, variance_in_target):

@@ -10,6 +10,7 @@ layer's own numpy generator: the fork's draws (Caffe's generator in the
 prefetch thread) cannot be reproduced by anyone, only their distributions."""
 import numpy as np
 
+from .. import bbox
 from ..errors import ConfigError
 from ..proto import caffe_pb2 as pb
 
@@ -19,32 +20,23 @@ RP = pb.ResizeParameter
 
 # -- boxes -------------------------------------------------------------------
 def box_size(b):
-    if b[2] < b[0] or b[3] < b[1]:
-        return f32(0)
-    return f32(b[2] - b[0]) * f32(b[3] - b[1])
+    return bbox.box_size(np.asarray(b, f32))
 
 
 def clip_box(b):
     return np.clip(np.asarray(b, f32), f32(0), f32(1))
 
 
-def intersect(a, b):
-    if b[0] > a[2] or b[2] < a[0] or b[1] > a[3] or b[3] < a[1]:
-        return np.zeros(4, f32)
-    return np.array([max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])], f32)
-
-
 def coverage(a, b):
     """The share of a that b covers."""
-    inter = box_size(intersect(a, b))
+    a, b = np.asarray(a, f32), np.asarray(b, f32)
+    inter = bbox.intersection(a, b)
     return f32(inter / box_size(a)) if inter > 0 else f32(0)
 
 
 def jaccard(a, b):
-    inter = box_size(intersect(a, b))
-    if inter <= 0:
-        return f32(0)
-    return f32(inter / (box_size(a) + box_size(b) - inter))
+    a, b = np.asarray(a, f32), np.asarray(b, f32)
+    return f32(bbox.overlap_matrix(a, b)[0, 0])
 
 
 def project(src, b):
@@ -275,15 +267,7 @@ def _sample_boxes(s, n, rng):
 def _pairwise(a, b):
     """(intersection, size of a, size of b) for every pair of rows of a and b."""
     a, b = a[:, None, :], b[None, :, :]
-    apart = (b[..., 0] > a[..., 2]) | (b[..., 2] < a[..., 0]) | (b[..., 1] > a[..., 3]) | (b[..., 3] < a[..., 1])
-    w = np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0])
-    h = np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1])
-    inter = np.where(apart | (w < 0) | (h < 0), f32(0), w * h).astype(f32)
-
-    def size(x):
-        return np.where((x[..., 2] < x[..., 0]) | (x[..., 3] < x[..., 1]), f32(0),
-                        (x[..., 2] - x[..., 0]) * (x[..., 3] - x[..., 1])).astype(f32)
-    return inter, size(a), size(b)
+    return bbox.intersection(a, b), bbox.box_size(a), bbox.box_size(b)
 
 
 def _satisfied(windows, objects, c):
