@@ -250,6 +250,37 @@ def test_lstm_unit(ops):
 
 # -- the forks' kernels ---------------------------------------------------------------
 
+@pytest.mark.parametrize("softmax", [True, False])
+def test_mbox_conf_loss(ops, softmax):
+    rng = np.random.RandomState(3)
+    conf = (rng.randn(2, 9, 5) * 4).astype(np.float32)
+    conf[0, 0] = [90, -90, 0, 1, 2]                 # saturating softmax: the FLT_MIN floor
+    labels = rng.randint(0, 5, (2, 9)).astype(np.int32)
+    labels[0, 0] = 1
+    got = ops.mbox_conf_loss(conf, labels, softmax)
+    want = cpu.mbox_conf_loss(conf, labels, softmax)
+    assert got.shape == want.shape == (2, 9) and np.isfinite(want).all()
+    np.testing.assert_allclose(got, want, rtol=2e-6, atol=2e-6)
+
+
+@pytest.mark.parametrize("code_type", [1, 2, 3])
+@pytest.mark.parametrize("in_target", [False, True])
+@pytest.mark.parametrize("loc_classes", [1, 3])
+def test_decode_bboxes(ops, code_type, in_target, loc_classes):
+    rng = np.random.RandomState(code_type * 10 + loc_classes)
+    priors = 7
+    corner = np.sort(rng.rand(priors, 2, 2).astype(np.float32), axis=1)     # x0 < x1, y0 < y1
+    boxes = np.stack([corner[:, 0, 0], corner[:, 0, 1], corner[:, 1, 0], corner[:, 1, 1]], axis=1)
+    var = np.tile(np.float32([0.1, 0.1, 0.2, 0.2]), (priors, 1))
+    prior = np.stack([boxes, var]).astype(np.float32)
+    loc = rng.randn(2, priors, loc_classes, 4).astype(np.float32)
+    got = ops.decode_bboxes(loc, prior, code_type, in_target)
+    want = cpu.decode_bboxes(loc, prior, code_type, in_target)
+    assert got.shape == want.shape == (2, priors, loc_classes, 4)
+    # expf against numpy's float32 exp: an ulp at most
+    np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("shape,order", [((2, 3, 4, 5), (0, 2, 3, 1)), ((2, 6, 5), (2, 0, 1)),
                                          ((3, 2, 2, 3, 2), (0, 3, 1, 4, 2))])
 def test_permute(ops, shape, order):

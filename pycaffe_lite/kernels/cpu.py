@@ -523,6 +523,28 @@ def lstm_unit_backward(c_prev, x, cont, c, dc, dh):
 
 # ---------------------------------------------------------------- the forks' layers
 
+def decode_bboxes(loc, prior, code_type, variance_in_target):
+    """SSD's decoding of (N, P, C, 4) offsets against the PriorBox blob (2, P, 4)."""
+    from .. import bbox
+    loc = np.asarray(loc, np.float32)
+    boxes = bbox.decode(prior[0], prior[1], np.swapaxes(loc, 1, 2), code_type, variance_in_target)
+    return np.ascontiguousarray(np.swapaxes(boxes, 1, 2))
+
+
+def mbox_conf_loss(conf, labels, softmax):
+    """MultiBoxLoss's per-prior confidence loss: conf (N, P, C), labels (N, P) -> (N, P)."""
+    x = np.asarray(conf, np.float32)
+    labels = np.asarray(labels, np.int64)
+    if softmax:
+        e = np.exp(x - x.max(axis=-1, keepdims=True))
+        prob = np.take_along_axis(e, labels[..., None], axis=-1)[..., 0] / e.sum(axis=-1)
+        return (-np.log(np.maximum(prob, np.finfo(np.float32).tiny))).astype(np.float32)
+    target = np.zeros_like(x)
+    np.put_along_axis(target, labels[..., None], 1, axis=-1)
+    pos = (x >= 0).astype(np.float32)
+    return (-(x * (target - pos) - np.log1p(np.exp(x - 2 * x * pos)))).astype(np.float32).sum(axis=-1)
+
+
 def permute(x, order):
     """x with its axes in `order` (SSD's Permute), as a new contiguous array."""
     return np.ascontiguousarray(np.transpose(x, order))

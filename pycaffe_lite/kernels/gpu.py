@@ -271,6 +271,20 @@ class CudaOps:
                      _i(len(shape)), y)
         return y
 
+    def decode_bboxes(self, loc, prior, code_type, variance_in_target):
+        loc, prior = self._f32(loc), self._f32(prior)
+        out = self.xp.empty(loc.shape, dtype=self.xp.float32)
+        self._launch("decode_bboxes", out.size, loc, prior, _i(code_type), _i(1 if variance_in_target else 0),
+                     _i(loc.shape[1]), _i(loc.shape[2]), out)
+        return out
+
+    def mbox_conf_loss(self, conf, labels, softmax):
+        conf = self._f32(conf)
+        labels = self.xp.ascontiguousarray(self.xp.asarray(labels), dtype=self.xp.int32)
+        loss = self.xp.empty(conf.shape[:-1], dtype=self.xp.float32)
+        self._launch("mbox_conf_loss", loss.size, conf, labels, _i(conf.shape[-1]), _i(1 if softmax else 0), loss)
+        return loss
+
     def roi_pool_forward(self, x, rois, scale, pooled):
         x, rois = self._f32(x), self._f32(rois)
         n, c, h, w = x.shape

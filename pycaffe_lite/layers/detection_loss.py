@@ -178,25 +178,17 @@ class MultiBoxLossLayer(Layer):
 
     def _conf_loss(self, conf, matches, gts):
         """Per image, each prior's confidence loss for its label (the matched
-        box's, else the background)."""
-        out = []
-        for i in range(conf.shape[0]):
-            label = np.full(self.num_priors, self.background, np.int64)
+        box's, else the background): labels on the host, the loss where conf
+        lives (the fork's ComputeConfLossGPU on the device)."""
+        labels = np.full((len(matches), self.num_priors), self.background, np.int32)
+        for i in range(len(matches)):
             done = np.zeros(self.num_priors, bool)
             for idx, _ in matches[i].values():
                 hit = (idx > -1) & ~done
-                label[hit] = [gts[i][k][0] for k in idx[hit]]
+                labels[i, hit] = [gts[i][k][0] for k in idx[hit]]
                 done |= hit
-            x = conf[i]
-            if self.p.conf_loss_type == MBL.SOFTMAX:
-                e = np.exp(x - x.max(axis=1, keepdims=True))
-                prob = e[np.arange(len(x)), label] / e.sum(axis=1)
-                out.append(-np.log(np.maximum(prob, FLT_MIN)))
-            else:
-                target = np.zeros_like(x)
-                target[np.arange(len(x)), label] = 1
-                out.append(_logistic_loss(x, target).sum(axis=1))
-        return out
+        loss = self.ops.mbox_conf_loss(conf, labels, self.p.conf_loss_type == MBL.SOFTMAX)
+        return list(np.asarray(backend.to_host(loss), np.float32))
 
     def _encode(self, loc, priors, var, matches, gts):
         """(predictions, targets) (M, 4) of the matched priors, in the fork's order."""
@@ -292,7 +284,8 @@ class MultiBoxLossLayer(Layer):
         except ValueError as e:
             raise self.error(str(e)) from None
         matches = self._matches(loc, priors, var, gts)
-        negs = self._mine(conf, loc, priors, var, matches, gts)
+        # Mining's confidence loss reads conf where it lives (on the device in GPU mode).
+        negs = self._mine(bottom[1].dev_data.reshape(conf.shape), loc, priors, var, matches, gts)
         self._matches_kept, self._negs = matches, negs
         self.num_matches = sum(int((idx > -1).sum()) for m in matches for idx, _ in m.values())
         loc_loss = 0.0

@@ -291,9 +291,12 @@ class DetectionOutputLayer(Layer):
     def forward(self, bottom, top):
         p = self.param.detection_output_param
         n = bottom[0].shape[0]
-        loc = np.asarray(backend.to_host(bottom[0].dev_data), F32).reshape(n, self.num_priors, self.loc_classes, 4)
+        # Decoding runs on the device (the fork's DecodeBBoxesGPU); NMS and the cut on the host, as there.
+        decoded = self.ops.decode_bboxes(bottom[0].dev_data.reshape(n, self.num_priors, self.loc_classes, 4),
+                                         bottom[2].dev_data.reshape(2, self.num_priors, 4), p.code_type,
+                                         p.variance_encoded_in_target)
+        decoded = np.asarray(backend.to_host(decoded), F32)
         conf = np.asarray(backend.to_host(bottom[1].dev_data), F32).reshape(n, self.num_priors, self.num_classes)
-        prior = np.asarray(backend.to_host(bottom[2].dev_data), F32).reshape(2, self.num_priors, 4)
         rows = []
         for i in range(n):
             boxes = {}
@@ -301,8 +304,7 @@ class DetectionOutputLayer(Layer):
                 label = -1 if self.share else c
                 if label == self.background:
                     continue
-                boxes[label] = bbox.decode(prior[0], prior[1], loc[i, :, c], p.code_type,
-                                           p.variance_encoded_in_target)
+                boxes[label] = decoded[i, :, c]
             sizes = {label: bbox.box_size(b) for label, b in boxes.items()}
             kept = {}
             for c in range(self.num_classes):

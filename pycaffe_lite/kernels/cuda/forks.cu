@@ -194,3 +194,69 @@ extern "C" __global__ void upsample_backward(const long long count, const float*
     dx[index] = dy[plane * out_area + (int)mask[index]];
   }
 }
+
+// SSD's DetectionOutput: one coordinate of one decoded box. loc is (N, P, C, 4)
+// offsets, prior (2, P, 4) the PriorBox blob (boxes, then variances); code_type
+// 1 CORNER, 2 CENTER_SIZE, 3 CORNER_SIZE. Centres and the final corners go
+// through double as in the numpy twin (bbox.decode), the rest in float.
+extern "C" __global__ void decode_bboxes(const long long count, const float* loc, const float* prior,
+                                         const int code_type, const int variance_in_target, const int num_priors,
+                                         const int loc_classes, float* out) {
+  CUDA_KERNEL_LOOP(index, count) {
+    const int k = index % 4;
+    const long long box = index / 4;
+    const int p = (int)((box / loc_classes) % num_priors);
+    const float* pr = prior + 4 * (long long)p;
+    const float* var = prior + 4 * ((long long)num_priors + p);
+    const float* l = loc + 4 * box;
+    const float v0 = variance_in_target ? 1.f : var[0], v1 = variance_in_target ? 1.f : var[1];
+    const float v2 = variance_in_target ? 1.f : var[2], v3 = variance_in_target ? 1.f : var[3];
+    const float vk = variance_in_target ? 1.f : var[k];
+    const float pw = pr[2] - pr[0], ph = pr[3] - pr[1];
+    if (code_type == 1) {
+      out[index] = variance_in_target ? pr[k] + l[k] : pr[k] + vk * l[k];
+    } else if (code_type == 3) {
+      const float scale = (k % 2 == 0) ? pw : ph;
+      out[index] = variance_in_target ? pr[k] + l[k] * scale : pr[k] + vk * l[k] * scale;
+    } else {
+      const float pcx = (float)((double)(pr[0] + pr[2]) / 2.0);
+      const float pcy = (float)((double)(pr[1] + pr[3]) / 2.0);
+      float c, half;
+      if (k % 2 == 0) {
+        c = variance_in_target ? l[0] * pw + pcx : v0 * l[0] * pw + pcx;
+        half = variance_in_target ? expf(l[2]) * pw : expf(v2 * l[2]) * pw;
+      } else {
+        c = variance_in_target ? l[1] * ph + pcy : v1 * l[1] * ph + pcy;
+        half = variance_in_target ? expf(l[3]) * ph : expf(v3 * l[3]) * ph;
+      }
+      out[index] = (float)(k < 2 ? (double)c - (double)half / 2.0 : (double)c + (double)half / 2.0);
+    }
+  }
+}
+
+// SSD's MultiBoxLoss mining: the confidence loss of one prior of one image for
+// its label (conf is (N, P, C); labels (N, P)): softmax cross-entropy, or the
+// sum over the classes of the logistic loss against the one-hot label.
+extern "C" __global__ void mbox_conf_loss(const long long count, const float* conf, const int* labels,
+                                          const int classes, const int softmax, float* loss) {
+  CUDA_KERNEL_LOOP(index, count) {
+    const float* x = conf + index * (long long)classes;
+    const int label = labels[index];
+    if (softmax) {
+      float top = x[0];
+      for (int c = 1; c < classes; ++c) top = fmaxf(top, x[c]);
+      float sum = 0.f;
+      for (int c = 0; c < classes; ++c) sum += expf(x[c] - top);
+      const float prob = expf(x[label] - top) / sum;
+      loss[index] = -logf(fmaxf(prob, 1.17549435e-38f));
+    } else {
+      float total = 0.f;
+      for (int c = 0; c < classes; ++c) {
+        const float pos = x[c] >= 0.f ? 1.f : 0.f;
+        const float target = c == label ? 1.f : 0.f;
+        total += -(x[c] * (target - pos) - log1pf(expf(x[c] - 2.f * x[c] * pos)));
+      }
+      loss[index] = total;
+    }
+  }
+}
