@@ -116,7 +116,21 @@ class LMDBFile:
 
     def items(self):
         """(key, value) bytes pairs in key order."""
+        return self._walk(values=True)
+
+    def check(self):
+        """Walk the snapshot's tree: every branch, leaf and overflow page
+        number inside the file, every node inside its page, the records
+        counted against the meta page (values are not read)."""
+        for _ in self._walk(values=False):
+            pass
+
+    def _walk(self, values):
+        """(key, value or None) of every record in key order, each page and
+        node checked against the file on the way."""
         if self.root == P_INVALID:
+            if self.entries:
+                self._fail("its meta page counts %d records, but its tree holds 0" % self.entries)
             return
         stack = [(self.root, 0)]
         seen = set()
@@ -146,52 +160,11 @@ class LMDBFile:
                     if run < 1 or first + run > self.pages or PAGE_HEADER + dsize > run * self.psize:
                         self._fail("record %r has a value of %d bytes in %d overflow pages from page %d"
                                    % (key, dsize, run, first))
-                    value = self._map[obase + PAGE_HEADER:obase + PAGE_HEADER + dsize]
-                else:
-                    if start + dsize > base + self.psize:
-                        self._fail("record %r has a value running past its page" % (key,))
-                    value = self._map[start:start + dsize]
-                held += 1
-                yield bytes(key), bytes(value)
-        if held != self.entries:
-            self._fail("its meta page counts %d records, but its tree holds %d" % (self.entries, held))
-
-    def check(self):
-        """Walk the snapshot's tree: every branch, leaf and overflow page
-        number inside the file, every node inside its page, the records
-        counted against the meta page (values are not read)."""
-        if self.root == P_INVALID:
-            if self.entries:
-                self._fail("its meta page counts %d records, but its tree holds 0" % self.entries)
-            return
-        stack = [(self.root, 0)]
-        seen = set()
-        held = 0
-        while stack:
-            pgno, level = stack.pop()
-            if level > 64 or pgno in seen:
-                self._fail("its tree loops back to page %d" % pgno)
-            seen.add(pgno)
-            base, flags = self._page(pgno, P_BRANCH | P_LEAF)
-            if flags & P_BRANCH:
-                stack.extend((lo | (hi << 16) | (f << 32), level + 1) for _, lo, hi, f, _ in self._nodes(base, pgno))
-                continue
-            for node, lo, hi, nflags, ksize in self._nodes(base, pgno):
-                if nflags & (F_SUBDATA | F_DUPDATA):
-                    self._fail("a record holds a sub-database, which Caffe's databases do not")
-                start = node + NODE_HEADER + ksize
-                dsize = lo | (hi << 16)
-                if nflags & F_BIGDATA:
-                    if start + 8 > base + self.psize:
-                        self._fail("page %d has a value pointer running past the page" % pgno)
-                    first = struct.unpack_from("<Q", self._map, start)[0]
-                    obase, _ = self._page(first, P_OVERFLOW)
-                    run = struct.unpack_from("<I", self._map, obase + 12)[0]
-                    if run < 1 or first + run > self.pages or PAGE_HEADER + dsize > run * self.psize:
-                        self._fail("a value of %d bytes in %d overflow pages from page %d" % (dsize, run, first))
+                    start = obase + PAGE_HEADER
                 elif start + dsize > base + self.psize:
-                    self._fail("page %d has a value running past the page" % pgno)
+                    self._fail("record %r has a value running past its page" % (key,))
                 held += 1
+                yield bytes(key), (bytes(self._map[start:start + dsize]) if values else None)
         if held != self.entries:
             self._fail("its meta page counts %d records, but its tree holds %d" % (self.entries, held))
 
