@@ -48,11 +48,6 @@ def project(src, b):
     return p if box_size(p) > 0 else None
 
 
-def locate(src, b):
-    w, h = f32(src[2] - src[0]), f32(src[3] - src[1])
-    return np.array([src[0] + b[0] * w, src[1] + b[1] * h, src[0] + b[2] * w, src[1] + b[3] * h], f32)
-
-
 def meets_emit_constraint(window, b, emit):
     if emit.emit_type == pb.EmitConstraint.CENTER:
         xc, yc = f32(b[0] + b[2]) / f32(2), f32(b[1] + b[3]) / f32(2)

@@ -541,8 +541,13 @@ def mbox_conf_loss(conf, labels, softmax):
         return (-np.log(np.maximum(prob, np.finfo(np.float32).tiny))).astype(np.float32)
     target = np.zeros_like(x)
     np.put_along_axis(target, labels[..., None], 1, axis=-1)
+    return logistic_loss(x, target).sum(axis=-1)
+
+
+def logistic_loss(x, target):
+    """Sigmoid cross-entropy, element by element, in Caffe's stable form."""
     pos = (x >= 0).astype(np.float32)
-    return (-(x * (target - pos) - np.log1p(np.exp(x - 2 * x * pos)))).astype(np.float32).sum(axis=-1)
+    return -(x * (target - pos) - np.log1p(np.exp(x - 2 * x * pos))).astype(np.float32)
 
 
 def permute(x, order):

@@ -51,13 +51,8 @@ class AnnotatedDataLayer(DataLayer):
             top[1].reshape((1, 1, max(boxes, 1), 8) if self.has_anno_type else (self.batch_size, 1, 1, 1))
 
     # -- records -----------------------------------------------------------
-    def open_source(self):
-        super().open_source()
-        self.reader.seek_first()
-        self._first = self.reader.next()
-        self.rewind(0)
-
     def _decode(self, key, value):             # DataLayer.open_source's look at the first record
+        self._first = (key, value)
         c, h, w = self._shape(*self._image(self._parse(key, value).datum, key), crop=False)
         return np.zeros((c, h, w), np.uint8), 0
 

@@ -4,6 +4,7 @@ import numpy as np
 
 from .. import backend, bbox
 from ..errors import ShapeError
+from ..kernels.cpu import logistic_loss
 from ..layer import Layer, register
 from ..proto import caffe_pb2 as pb
 from ..stdsort import first_descending, sort_descending
@@ -314,7 +315,7 @@ class MultiBoxLossLayer(Layer):
                 grad[np.arange(len(rows)), labels] -= 1
             else:
                 target = labels
-                conf_loss = float(_logistic_loss(x, target).sum())
+                conf_loss = float(logistic_loss(x, target).sum())
                 grad = (np.float32(1) / (np.float32(1) + np.exp(-x)) - target).astype(np.float32)
             self._conf_grad = (rows, grad)
         self.normalizer = self._normalizer(n)
@@ -411,12 +412,6 @@ class MultiBoxLossLayer(Layer):
 
     def allow_force_backward(self, bottom_index):
         return bottom_index < 2
-
-
-def _logistic_loss(x, target):
-    """Sigmoid cross-entropy, element by element, in Caffe's stable form."""
-    pos = (x >= 0).astype(np.float32)
-    return -(x * (target - pos) - np.log1p(np.exp(x - 2 * x * pos))).astype(np.float32)
 
 
 @register("DetectionEvaluate")
