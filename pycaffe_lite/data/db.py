@@ -1,6 +1,8 @@
 """Key-value databases of Datum records: LMDB (and LevelDB through plyvel when
 it is installed), read in key order with wrap-around, written in transactions."""
+import contextlib
 import os
+import shutil
 import threading
 
 from ..errors import ConfigError, FormatError
@@ -268,3 +270,23 @@ class Writer:
                 self._db.close()
         except Exception:       # already closed, or broken: it is being removed anyway
             pass
+
+
+@contextlib.contextmanager
+def new_database(path, backend=LMDB):
+    """A Writer for a database that appears at `path` only whole: it is
+    written under a temporary name, renamed when the block ends, and removed
+    when anything (an error, Ctrl-C) stops the block first."""
+    tmp = "%s.incomplete-%d" % (path.rstrip("/"), os.getpid())
+    writer = None
+    try:
+        writer = Writer(tmp, backend)
+        yield writer
+        writer.close()
+        writer = None
+        os.rename(tmp, path)
+    finally:
+        if writer is not None:
+            writer.abandon()
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -12,7 +12,6 @@ renamed when complete."""
 import argparse
 import os
 import random
-import shutil
 
 from tqdm import tqdm
 
@@ -79,10 +78,8 @@ def convert(a):
         random.Random(a.seed).shuffle(lines)
     glog.info("A total of %d images.", len(lines))
     encoded = a.encoded or bool(a.encode_type)
-    tmp = "%s.incomplete-%d" % (a.db_name.rstrip("/"), os.getpid())
-    writer, count, size = None, 0, None
-    try:
-        writer = dbmod.Writer(tmp, dbmod.backend_name(a.backend))
+    count, size = 0, None
+    with dbmod.new_database(a.db_name, dbmod.backend_name(a.backend)) as writer:
         record = pb.AnnotatedDatum()
         for index, (image, label) in enumerate(tqdm(lines, unit="img", disable=None, desc="convert_annoset")):
             enc = a.encode_type
@@ -115,14 +112,6 @@ def convert(a):
             count += 1
             if count % 1000 == 0:
                 glog.info("Processed %d files.", count)
-        writer.close()
-        writer = None
-        os.rename(tmp, a.db_name)
-    finally:
-        if writer is not None:
-            writer.abandon()
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
     glog.info("Processed %d files.", count)
     return 0
 

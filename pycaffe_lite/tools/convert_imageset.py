@@ -11,7 +11,6 @@ import collections
 import functools
 import os
 import random
-import shutil
 from concurrent.futures import ThreadPoolExecutor
 
 from tqdm import tqdm
@@ -99,7 +98,6 @@ def convert(args):
     if args.shuffle:
         random.Random(args.seed).shuffle(lines)
     glog.info("A total of %d images.", len(lines))
-    tmp = "%s.incomplete-%d" % (args.db_name.rstrip("/"), os.getpid())
     job = {"root": args.root_folder, "height": args.resize_height, "width": args.resize_width,
            "gray": args.gray, "encoded": args.encoded, "encode_type": args.encode_type.lower()}
     client = None
@@ -109,46 +107,38 @@ def convert(args):
         job["root"] = os.path.abspath(args.root_folder)     # the workers may start elsewhere
         glog.info("Converting on the Dask cluster at %s (%d workers)", client.scheduler.address,
                   len(client.scheduler_info()["workers"]))
-    writer = None
     skipped, count, size = [], 0, None
     results = None
-    try:                  # from here on, whatever stops the run removes the half-written database
-        writer = dbmod.Writer(tmp, backend)
-        items = list(enumerate(lines))
-        if client is not None:
-            results = cluster.ordered_results(client, functools.partial(_convert_chunk, job), items)
-        else:
-            results = _ordered(lambda item: _convert(job, item), items, args.workers)
-        for index, value, nbytes in tqdm(results, total=len(items), unit="img", disable=None,
-                                         desc="convert_imageset"):
-            name = lines[index][0]
-            if value is None:
-                glog.warning("%s line %d: could not read image %s; skipped",
-                            args.list_file, index + 1, os.path.join(args.root_folder, name))
-                skipped.append(index + 1)
-                continue
-            if args.check_size:
-                if size is None:
-                    size = nbytes
-                elif nbytes != size:
-                    raise FormatError("%s line %d: %s has %d bytes of pixels, the first image %d "
-                                      "(--check_size)" % (args.list_file, index + 1, name, nbytes, size))
-            writer.put(b"%08d_%s" % (index, name.encode()), value)
-            count += 1
-            if count % 1000 == 0:
-                glog.info("Processed %d files.", count)
-        writer.close()
-        writer = None
-        os.rename(tmp, args.db_name)
+    try:       # the database appears only whole: whatever stops the run removes what it wrote
+        with dbmod.new_database(args.db_name, backend) as writer:
+            items = list(enumerate(lines))
+            if client is not None:
+                results = cluster.ordered_results(client, functools.partial(_convert_chunk, job), items)
+            else:
+                results = _ordered(lambda item: _convert(job, item), items, args.workers)
+            for index, value, nbytes in tqdm(results, total=len(items), unit="img", disable=None,
+                                             desc="convert_imageset"):
+                name = lines[index][0]
+                if value is None:
+                    glog.warning("%s line %d: could not read image %s; skipped",
+                                 args.list_file, index + 1, os.path.join(args.root_folder, name))
+                    skipped.append(index + 1)
+                    continue
+                if args.check_size:
+                    if size is None:
+                        size = nbytes
+                    elif nbytes != size:
+                        raise FormatError("%s line %d: %s has %d bytes of pixels, the first image %d "
+                                          "(--check_size)" % (args.list_file, index + 1, name, nbytes, size))
+                writer.put(b"%08d_%s" % (index, name.encode()), value)
+                count += 1
+                if count % 1000 == 0:
+                    glog.info("Processed %d files.", count)
     finally:
         if results is not None:
             results.close()
         if client is not None:
             cluster.close(client)
-        if writer is not None:
-            writer.abandon()
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
     glog.info("Processed %d files.", count)
     if skipped:
         glog.warning("Skipped %d of %d images (list lines %s).", len(skipped), len(lines),
