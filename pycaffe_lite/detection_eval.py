@@ -20,7 +20,8 @@ class Accumulator:
         self.scored = {}
 
     def add(self, rows, name="output"):
-        rows = np.asarray(rows, np.float32).reshape(-1, rows.shape[-1]) if np.ndim(rows) else rows
+        rows = np.asarray(rows, np.float32)
+        rows = rows.reshape(-1, rows.shape[-1])
         if rows.shape[-1] != 5:
             raise ConfigError("eval_type detection: the test net's output '%s' has rows of %d values, not the 5 of "
                               "DetectionEvaluate ([item, label, score, tp, fp]); make every output of the test net "

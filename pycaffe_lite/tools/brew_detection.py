@@ -220,7 +220,6 @@ def make_demo_class(Demo):
         TRAIN, VAL, TEST_BATCH = 800, 160, 40
 
         def run(self):
-            from .. import glog  # noqa: F401  (the tools log through it)
             os.chdir(self.workdir)
             os.makedirs("logs", exist_ok=True)
             with self.step("1. images with VOC XML boxes, the label map, and annotated LMDBs"):
