@@ -31,20 +31,25 @@ class _Buffer:
     """Flat storage that may back several blobs, with a host copy and (in GPU
     mode) a device copy kept in sync the way Caffe's SyncedMemory does: the
     side last handed out for writing is the head; the other side is brought
-    up to date when it is asked for.
+    up to date when it is asked for. Like SyncedMemory, the host array is
+    only allocated when first asked for (a TEST net's diffs never are).
 
     On the CPU, the oneDNN engine may leave a layer's output in a blocked
     layout (head BLOCKED) for the next oneDNN layer; whoever asks for the host
     array gets it reordered back first, so nobody ever reads a blocked or stale
     array. The engine only does so when no view of the host array is held
     outside (a user's numpy view of `blob.data` stays live, as in Caffe).
+    An inference net's weights live in the layout their primitive reads
+    (adopt): the plain host array is dropped then and made again when read.
     `version` counts the times the host array was handed out for writing:
     with the same version and no view held, its values are unchanged, which
     lets the engine keep reordered weights (and folded ones) between passes."""
-    __slots__ = ("host", "device", "head", "zero_pending", "version", "blocked", "blocked_desc", "_unblock")
+    __slots__ = ("n", "dtype", "host", "device", "head", "zero_pending", "version", "blocked", "blocked_desc",
+                 "_unblock")
 
     def __init__(self, n):
-        self.host = np.zeros(n, dtype=backend.float_type())
+        self.n, self.dtype = n, backend.float_type()
+        self.host = None
         self.device = None
         self.head = HOST
         # Set by Blob.zero_diff: every blob sharing this memory sees it cleared.
@@ -54,16 +59,21 @@ class _Buffer:
 
     @property
     def size(self):
-        return self.host.size
+        return self.n
+
+    def _host(self):
+        if self.host is None:
+            self.host = np.zeros(self.n, dtype=self.dtype)
+        return self.host
 
     def host_array(self):
         if self.head == DEVICE:
-            self.device.get(out=self.host)
+            self.device.get(out=self._host())
         elif self.head == BLOCKED:
             self._from_blocked()
         self.head = HOST           # the caller may write into it
         self.version += 1
-        return self.host
+        return self._host()
 
     def host_read(self):
         """The host array, up to date, for reading only (no new version)."""
@@ -71,20 +81,21 @@ class _Buffer:
             self.host_array()[...] = 0
             self.zero_pending = False
         if self.head == DEVICE:
-            self.device.get(out=self.host)
+            self.device.get(out=self._host())
             self.head = SYNCED
         elif self.head == BLOCKED:
             self._from_blocked()
             self.head = HOST
-        return self.host
+        return self._host()
 
     def device_array(self):
         if self.head == BLOCKED:
             self.host_read()
         if self.device is None:
             xp = backend.xp()
-            self.device = xp.asarray(self.host) if self.head != DEVICE else xp.zeros(self.host.size, self.host.dtype)
-        elif self.head == HOST:
+            self.device = (xp.asarray(self.host) if self.head != DEVICE and self.host is not None
+                           else xp.zeros(self.n, self.dtype))
+        elif self.head == HOST and self.host is not None:
             self.device.set(self.host)
         self.head = DEVICE
         return self.device
@@ -92,13 +103,13 @@ class _Buffer:
     # -- the oneDNN engine's blocked copy ---------------------------------
     def held(self):
         """Whether a view of the host array lives outside this buffer."""
-        return sys.getrefcount(self.host) > 2
+        return self.host is not None and sys.getrefcount(self.host) > 2
 
     def _from_blocked(self):
         from .kernels import dnnl
         if self._unblock is None or self._unblock[0] is not self.blocked_desc:
             self._unblock = (self.blocked_desc, dnnl.unblocker(self.blocked_desc))
-        self._unblock[1](src=self.blocked, dst=self.host)
+        self._unblock[1](src=self.blocked, dst=self._host())
 
     def blocked_copy(self, desc):
         """The blocked copy when it is the valid one and laid out as `desc`."""
@@ -121,6 +132,25 @@ class _Buffer:
         self.zero_pending = False      # the engine writes it whole
         return self.blocked
 
+    def adopt(self, desc, move):
+        """The values, moved for good into layout `desc` (move(src, dst) a
+        reorder) and the host array dropped: an input that stays as it is
+        for many passes (inference weights) is then held once. None when a
+        view of the host array is held outside."""
+        if self.head == BLOCKED and desc == self.blocked_desc:
+            return self.blocked
+        if self.held() or self.head == DEVICE:
+            return None
+        from .kernels import dnnl
+        src = self.host_read()
+        if self.blocked is None or self.blocked.nbytes < desc.nbytes:
+            self.blocked = dnnl.aligned(desc.nbytes)
+        move(src=src, dst=self.blocked)
+        self.blocked_desc = desc
+        self.head = BLOCKED          # the same values: no new version
+        self.host = None
+        return self.blocked
+
     def settle(self):
         """Bring the host array up to date and drop the blocked copy."""
         if self.head == BLOCKED:
@@ -141,6 +171,9 @@ class EngineView:
 
     def claim(self, desc):
         return self.buf.claim_blocked(desc)
+
+    def adopt(self, desc, move):
+        return self.buf.adopt(desc, move)
 
     def layout(self):
         """The blocked layout (a dnnl.Desc) the values are in now, or None."""

@@ -2,8 +2,10 @@
 
 In a TEST-phase net without force_backward, a Convolution followed in place
 (on its own top) by BatchNorm with global statistics, Scale and ReLU layers
-runs as one convolution: weights and bias folded with the statistics and the
-scale, ReLU as a post-op. Eltwise SUM followed in place by ReLU runs as one
+runs as one convolution, the rest as post-ops: the statistics and the scale
+as a per-channel multiply and add, then the ReLU. The weights are not folded
+into a copy of their own: they stay the blob's, held once in the layout the
+convolution reads (depthwise weights, small, are folded). Eltwise SUM followed in place by ReLU runs as one
 binary primitive. These chains have no backward of their own: a backward
 after a fused forward first runs those layers again one by one, so that every
 layer's backward finds what its own forward left.
@@ -27,14 +29,17 @@ from .proto import caffe_pb2 as pb
 
 
 class Folded:
-    """An array the engine may keep reordered while `token` is unchanged
-    (folded weights: a function of blobs whose tokens make up this one)."""
+    """Folded weights as the engine takes them: kept reordered while `token`
+    (made of the tokens of the blobs they come from) is unchanged."""
     __slots__ = ("array", "_token")
 
     def __init__(self, array, token):
         self.array, self._token = array, token
 
     def blocked(self, desc):
+        return None
+
+    def adopt(self, desc, move):
         return None
 
     def read(self):
@@ -62,24 +67,19 @@ class ConvChain:
         self.conv = net.layers[head]
         kinds = {net.layers[i].type: net.layers[i] for i in members}
         self.bn, self.scale, self.relu = kinds.get("BatchNorm"), kinds.get("Scale"), kinds.get("ReLU")
-        self._token = self._weights = self._bias = None
+        self._token = self._cached = None
 
-    def _sources(self):
-        blobs = list(self.conv.blobs)
+    def _sources(self, weights):
+        blobs = list(self.conv.blobs[0 if weights else 1:])
         for layer in (self.bn, self.scale):
             if layer is not None:
                 blobs.extend(layer.blobs)
         return blobs
 
-    def _fold(self):
-        """Folded weights and bias, recomputed only when a source changed."""
-        tokens = tuple(b.engine_data().token() for b in self._sources())
-        if None not in tokens and tokens == self._token:
-            return self._weights, self._bias, tokens
-        conv = self.conv
-        w = conv.blobs[0].engine_data().read().astype(np.float64)
-        m = w.shape[0]
-        b = conv.blobs[1].engine_data().read().astype(np.float64) if conv.bias_term else np.zeros(m)
+    def _channel_affine(self):
+        """What BatchNorm and Scale do to each channel, as y * scale + shift
+        (float64)."""
+        m = self.conv.num_output
         scale, shift = np.ones(m), np.zeros(m)
         if self.bn is not None:
             mean, var, factor = (blob.engine_data().read() for blob in self.bn.blobs)
@@ -91,10 +91,33 @@ class ConvChain:
             beta = (self.scale.blobs[self.scale.bias_index].engine_data().read().astype(np.float64)
                     if self.scale.bias_index is not None else 0.0)
             scale, shift = scale * gamma, shift * gamma + beta
-        self._weights = (w * scale.reshape((m,) + (1,) * (w.ndim - 1))).astype(np.float32)
-        self._bias = (b * scale + shift).astype(np.float32)
-        self._token = tokens
-        return self._weights, self._bias, tokens
+        return scale.reshape(-1), shift.reshape(-1)
+
+    def _arguments(self, fold):
+        """(weights, bias, scale, shift) for the fused convolution, remade
+        only when one of the blobs they come from changed. Folded: the
+        weights times the scale, a copy of their own (depthwise weights are
+        small, and a per-channel post-op costs more on them than the copy);
+        otherwise the weights are the blob's own and scale and shift are
+        post-ops."""
+        tokens = tuple(b.engine_data().token() for b in self._sources(fold)) + (fold,)
+        if None not in tokens and tokens == self._token:
+            return self._cached
+        conv = self.conv
+        m = conv.num_output
+        b = conv.blobs[1].engine_data().read().reshape(-1) if conv.bias_term else np.zeros(m, np.float32)
+        scale, shift = self._channel_affine() if (self.bn or self.scale) else (None, None)
+        if fold:
+            w = conv.blobs[0].engine_data().read().astype(np.float64)
+            w = (w * scale.reshape((m,) + (1,) * (w.ndim - 1))).astype(np.float32)
+            cached = (Folded(w, tokens if None not in tokens else None),
+                      (b.astype(np.float64) * scale + shift).astype(np.float32), None, None)
+        else:
+            cached = (conv.blobs[0].engine_data(), np.array(b, np.float32),
+                      None if scale is None else scale.astype(np.float32),
+                      None if shift is None else shift.astype(np.float32))
+        self._cached, self._token = cached, tokens
+        return cached
 
     def forward(self):
         """Run the chain fused; False when the engine cannot (the caller then
@@ -103,20 +126,26 @@ class ConvChain:
         bottom, top = net._bottom(self.head), net._top(self.head)
         conv.reshape(bottom, top)
         relu = None if self.relu is None else self.relu.param.relu_param.negative_slope
-        op = conv.fused_op(bottom, relu)
+        affine = self.bn is not None or self.scale is not None
+        fold = affine and conv.group > 1
+        op = conv.fused_op(bottom, relu, affine=affine and not fold)
         if op is None:
             return False
         for i in self.members:
             net.layers[i].reshape(net._bottom(i), net._top(i))
-        w, b, token = self._fold()
+        w, b, scale, shift = self._arguments(fold)
+        if not fold:
+            w = conv.blobs[0].engine_data()      # a new view: the blob may have been reshaped
         x_shape, y_shape = conv.engine_shapes(bottom[0])
         out = net._top(self.last)[0]
-        op.forward(bottom[0].engine_data(x_shape), Folded(w, token if None not in token else None), b,
-                   out.engine_data(y_shape))
+        op.forward(bottom[0].engine_data(x_shape), w, b, out.engine_data(y_shape), scale, shift)
         for i in (self.head,) + tuple(self.members):
             net.layers[i].engine = "dnnl"
         for name, upto in self.skipped:
             net.blobs[name]._stale = functools.partial(self._make, upto)
+        return True
+
+    def replayable(self):
         return True
 
     def _make(self, upto):
@@ -147,6 +176,9 @@ class EltwiseReLU:
         if not layer.dnnl_forward(bottom, top, relu=relu.param.relu_param.negative_slope):
             return False
         relu.engine = "dnnl"
+        return True
+
+    def replayable(self):
         return True
 
 
@@ -199,6 +231,10 @@ class NormChain:
         for i in self._indices():
             net.layers[i].engine = "dnnl"
         return True
+
+    def replayable(self):
+        # batch statistics are written back to the BatchNorm's blobs
+        return self.bn.use_global and self.state is None
 
     def backward(self):
         """The three layers' backward at once; False when the forward kept

@@ -119,6 +119,22 @@ class Layer:
                 loss += w * float(blob.dev_data.sum(dtype="float64"))
         return loss
 
+    def replayable(self, bottom, top):
+        """Whether this layer's last forward did nothing but run oneDNN
+        primitives (plan.py may replay them then). Layers that know they do
+        say so; the rest run as themselves in a prepared forward."""
+        return False
+
+    def dnnl_only(self, bottom, top):
+        """replayable() of a layer whose forward is `if the oneDNN engine
+        ran it: return`, then numpy."""
+        return self.engine == "dnnl"
+
+    def no_compute(self, bottom, top):
+        """replayable() of a layer with nothing to compute at run time (its
+        tops share the bottom's memory, or it has none)."""
+        return True
+
     def idle(self, bottom, top):
         """True for one of our layers between empty bottoms and empty tops
         (a batch of 0): there is nothing to compute either way. A Python

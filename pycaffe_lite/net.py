@@ -4,14 +4,16 @@ The steps follow Caffe's Net::Init: upgrade old formats, keep the layers whose
 include/exclude rules meet the NetState, insert Split layers where one top
 feeds several bottoms, set up each layer in order, then work out which layers
 and blobs need backward."""
+import contextlib
+import functools
 import os
 from collections import OrderedDict
 
 import numpy as np
 
-from . import backend, fusion, glog, protoio
+from . import backend, caffemodel, fusion, glog, plan as prepared, protoio
 from .blob import Blob
-from .errors import CaffeError, ConfigError, ShapeError
+from .errors import CaffeError, ConfigError, FormatError, ShapeError
 from .layer import create_layer
 from .proto import caffe_pb2 as pb
 from .upgrade import upgrade_net
@@ -309,6 +311,10 @@ class Net:
         self._output_index = sorted(available.values(), key=lambda b: self._blob_names[b])
         self._build_dicts()
         self._chains, self._fused = None, []
+        self._forget_plan()
+
+    def _forget_plan(self):
+        self._plan, self._plan_misses, self._signature = None, 0, None
 
     def _append_param(self, li, p, spec):
         layer = self.layers[li]
@@ -465,6 +471,35 @@ class Net:
         return type(error)("layer '%s' (%s): %s" % (layer.name, layer.param.type, error))
 
     def forward_from_to(self, start, end):
+        recorder = None
+        if start == 0 and end == len(self.layers) - 1 and fusion.applies(self) == "inference":
+            plan = self._plan
+            if plan is not None:
+                if plan.valid():
+                    self._forward_end = end
+                    return plan.replay()
+                self._plan = None
+                if not plan.replayed:
+                    self._plan_misses += 1
+            # record the second forward at one shape: the first lays out the
+            # weights and the activations
+            signature = tuple((b._shape, id(b._data_buf)) for b in self._blobs)
+            if signature == self._signature and self._plan_misses < prepared.MAX_MISSES:
+                recorder = prepared.Recorder(self)
+            self._signature = signature
+        try:
+            loss = self._forward_layers(start, end, recorder)
+        except BaseException:
+            if recorder is not None:
+                recorder.abandon()
+            raise
+        if recorder is not None:
+            self._plan = recorder.finish(self._fused)
+            if self._plan is None:
+                self._plan_misses += 1
+        return loss
+
+    def _forward_layers(self, start, end, recorder):
         loss = 0.0
         before, after = self._callbacks["before_forward"], self._callbacks["after_forward"]
         chains = self._fusion_chains()
@@ -473,27 +508,42 @@ class Net:
         while li <= end:
             chain = chains.get(li)
             if chain is not None and chain.last <= end:
+                if recorder is not None:
+                    recorder.begin(range(chain.head, chain.last + 1), [self.blobs[n] for n, _ in getattr(chain, "skipped", ())])
                 try:
                     fused = chain.forward()
                 except CaffeError as e:
                     raise self._named(self.layers[li], e) from None
                 if fused:
+                    if recorder is not None:
+                        recorder.end(chain.replayable())
                     self._fused.append(chain)
                     li = chain.last + 1
                     continue
-            layer = self.layers[li]
+                if recorder is not None:
+                    recorder.cancel()
+            if recorder is not None:
+                recorder.begin((li,))
             for fn in before:
                 fn(li)
-            try:
-                loss += layer.run_forward(self._bottom(li), self._top(li))
-            except CaffeError as e:
-                raise self._named(layer, e) from None
-            except MemoryError:
-                raise self._out_of_memory(li, "forward") from None
+            loss += self._run_layer(li)
             for fn in after:
                 fn(li)
+            if recorder is not None:
+                layer = self.layers[li]
+                recorder.end(layer.replayable(self._bottom(li), self._top(li)) and not any(layer.loss_weights),
+                             functools.partial(self._run_layer, li))
             li += 1
         return loss
+
+    def _run_layer(self, li):
+        layer = self.layers[li]
+        try:
+            return layer.run_forward(self._bottom(li), self._top(li))
+        except CaffeError as e:
+            raise self._named(layer, e) from None
+        except MemoryError:
+            raise self._out_of_memory(li, "forward") from None
 
     def _fusion_chains(self):
         """The chains the oneDNN engine may run fused in this forward (see
@@ -693,6 +743,7 @@ class Net:
         return loss
 
     def reshape(self):
+        self._forget_plan()
         for li, layer in enumerate(self.layers):
             layer.reshape(self._bottom(li), self._top(li))
 
@@ -715,31 +766,52 @@ class Net:
     # -- weights ---------------------------------------------------------
     def copy_from(self, weights):
         """Load weights by layer name from a .caffemodel (path or NetParameter).
-        Layers the net lacks are ignored; a shape that does not fit is an error."""
+        Layers the net lacks are ignored; a shape that does not fit is an error.
+        A file is read layer by layer, its values straight into the blobs
+        (caffemodel.py), when its layout allows."""
+        places = None
         if isinstance(weights, pb.NetParameter):
             source, where = weights, "NetParameter"
         else:
             where = _path(weights)
-            source = protoio.read_net_binary(where)
+            skeleton = caffemodel.read_skeleton(where)
+            if skeleton is not None and len(skeleton[0].layer):
+                source, places = skeleton
+            else:
+                source = protoio.read_net_binary(where)
+        n = len(source.layer)
         upgrade_net(source, where)
-        for sl in source.layer:
-            if sl.name not in self._layer_dict:
-                continue
-            target = self._layer_dict[sl.name]
-            if not len(sl.blobs) and not target.blobs:
-                continue
-            if len(sl.blobs) != len(target.blobs):
-                raise ShapeError("%s: layer '%s' holds %d parameter blobs but the net's layer '%s' has %d"
-                                 % (where, sl.name, len(sl.blobs), sl.name, len(target.blobs)))
-            for i, (proto, blob) in enumerate(zip(sl.blobs, target.blobs)):
-                if not blob.shape_matches_proto(proto):
-                    from .blob import proto_shape
-                    raise ShapeError(
-                        "%s: cannot copy param %d of layer '%s': shape mismatch. The weights file has "
-                        "%s, the net wants %s. Does the prototxt match the weights?"
-                        % (where, i, sl.name, "x".join(map(str, proto_shape(proto))) or "a scalar",
-                           "x".join(map(str, blob.shape))))
-                blob.from_proto(proto, reshape=False)
+        # a V2 net's upgrade only puts an Input layer (no blobs) in front
+        skipped = len(source.layer) - n
+        with (open(where, "rb") if places is not None else contextlib.nullcontext()) as f:
+            for li, sl in enumerate(source.layer):
+                if sl.name not in self._layer_dict:
+                    continue
+                target = self._layer_dict[sl.name]
+                if not len(sl.blobs) and not target.blobs:
+                    continue
+                if len(sl.blobs) != len(target.blobs):
+                    raise ShapeError("%s: layer '%s' holds %d parameter blobs but the net's layer '%s' has %d"
+                                     % (where, sl.name, len(sl.blobs), sl.name, len(target.blobs)))
+                for i, (proto, blob) in enumerate(zip(sl.blobs, target.blobs)):
+                    if not blob.shape_matches_proto(proto):
+                        from .blob import proto_shape
+                        raise ShapeError(
+                            "%s: cannot copy param %d of layer '%s': shape mismatch. The weights file has "
+                            "%s, the net wants %s. Does the prototxt match the weights?"
+                            % (where, i, sl.name, "x".join(map(str, proto_shape(proto))) or "a scalar",
+                               "x".join(map(str, blob.shape))))
+                    if places is None:
+                        blob.from_proto(proto, reshape=False)
+                        continue
+                    chunks = places[li - skipped][i]
+                    if caffemodel.count(chunks) != blob.count:
+                        raise ShapeError("%s: param %d of layer '%s' holds %d values but the blob has %d (shape %s)"
+                                         % (where, i, sl.name, caffemodel.count(chunks), blob.count, blob.shape))
+                    try:
+                        caffemodel.fill(f, blob, chunks)
+                    except OSError as e:
+                        raise FormatError("%s: layer '%s': %s" % (where, sl.name, e)) from None
 
     copy_trained_layers_from = copy_from
 

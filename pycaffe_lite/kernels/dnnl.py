@@ -41,6 +41,7 @@ ARG_MEAN, ARG_VARIANCE, ARG_SCALE, ARG_SHIFT, ARG_WORKSPACE, ARG_SCRATCHPAD = 49
 ARG_DIFF_SRC, ARG_DIFF_DST, ARG_DIFF_WEIGHTS, ARG_DIFF_BIAS, ARG_DIFF_SCALE, ARG_DIFF_SHIFT = \
     129, 145, 161, 169, 255, 256
 ARG_MULTIPLE_SRC = 1024
+ARG_POST_OP_BASE = 32768            # DNNL_ARG_ATTR_MULTIPLE_POST_OP(i) = base * (i + 1), oneDNN 3.x
 SCRATCHPAD_USER = 1
 MAX_NDIMS = 12
 
@@ -109,6 +110,8 @@ def _bind(lib):
     fn("dnnl_memory_desc_query", st, h, ci, ctypes.c_void_p)
     fn("dnnl_memory_create", st, hp, h, h, h)
     fn("dnnl_memory_set_data_handle", st, h, h)
+    fn("dnnl_memory_get_data_handle", st, h, ctypes.POINTER(ctypes.c_void_p))
+    fn("dnnl_memory_get_memory_desc", st, h, hp)
     fn("dnnl_memory_destroy", st, h)
     fn("dnnl_primitive_attr_create", st, hp)
     fn("dnnl_primitive_attr_destroy", st, h)
@@ -118,6 +121,7 @@ def _bind(lib):
     fn("dnnl_post_ops_destroy", st, h)
     fn("dnnl_post_ops_append_eltwise", st, h, ci, f32, f32)
     fn("dnnl_post_ops_append_sum", st, h, f32, ctypes.c_int32, ci)
+    fn("dnnl_post_ops_append_binary", st, h, ci, h)
     fn("dnnl_primitive_desc_destroy", st, h)
     fn("dnnl_primitive_desc_query", st, h, ci, ci, ctypes.c_void_p)
     fn("dnnl_primitive_desc_query_md", h, h, ci, ci)
@@ -296,16 +300,21 @@ class Attr:
     """Primitive attributes: a user scratchpad (kept by the primitive, so
     primitives never allocate one per call) and post-ops."""
 
-    def __init__(self, eltwise=(), sum_scale=None):
+    def __init__(self, eltwise=(), sum_scale=None, binary=()):
+        """Post-ops in this order: a sum, `binary` ((alg, Desc of the second
+        operand): its operand is the execution argument post_<i>, i its
+        place among all post-ops), `eltwise` ((alg, alpha, beta))."""
         lib = library()
         self.handle = _handle()
         _check(lib.dnnl_primitive_attr_create(ctypes.byref(self.handle)), "attributes")
         lib.dnnl_primitive_attr_set_scratchpad_mode(self.handle, SCRATCHPAD_USER)
-        if eltwise or sum_scale is not None:
+        if eltwise or binary or sum_scale is not None:
             ops = _handle()
             _check(lib.dnnl_post_ops_create(ctypes.byref(ops)), "post-ops")
             if sum_scale is not None:
                 _check(lib.dnnl_post_ops_append_sum(ops, float(sum_scale), 0, 0), "sum post-op")
+            for alg, desc in binary:
+                _check(lib.dnnl_post_ops_append_binary(ops, alg, desc.handle), "binary post-op")
             for alg, alpha, beta in eltwise:
                 _check(lib.dnnl_post_ops_append_eltwise(ops, ELTWISE[alg], float(alpha), float(beta)),
                        "eltwise post-op")
@@ -373,6 +382,10 @@ class Primitive:
         for name, a in arrays.items():
             ptr = a if isinstance(a, int) else a.ctypes.data
             lib.dnnl_memory_set_data_handle(self._mem[_ARG_NAMES[name]], ptr)
+        rec = _recording["into"]
+        if rec is not None:
+            # a raw address keeps nothing alive: such a run cannot be replayed
+            rec.append(None if any(isinstance(a, int) for a in arrays.values()) else Bound(self, arrays))
         _check(lib.dnnl_primitive_execute(self.prim, _state["stream"], len(self._argv), self._argv),
                self.what)
 
@@ -388,12 +401,58 @@ class Primitive:
             lib.dnnl_primitive_desc_destroy(self.pd)
 
 
+# -- recording, for the prepared forward (plan.py) --------------------------
+_recording = {"into": None}
+
+
+def record_into(runs):
+    """Append a Bound to `runs` for each primitive run from now on (None:
+    stop). One thread records at a time: the net that set it."""
+    _recording["into"] = runs
+
+
+class Bound:
+    """One run of a primitive, its arguments bound for good: memory objects
+    of its own on the arrays it ran on (kept alive here), so that running it
+    again is one call into the library."""
+    __slots__ = ("primitive", "arrays", "mems", "argv", "count")
+
+    def __init__(self, primitive, arrays):
+        lib, eng = library(), _state["engine"]
+        self.primitive, self.arrays = primitive, tuple(arrays.values()) + (getattr(primitive, "_scratch", None),)
+        self.mems = []
+        self.count = len(primitive._mem)
+        self.argv = (_ExecArg * self.count)()
+        for slot, (arg, mem) in zip(self.argv, primitive._mem.items()):
+            md, ptr, m = _handle(), ctypes.c_void_p(), _handle()
+            _check(lib.dnnl_memory_get_memory_desc(mem, ctypes.byref(md)), "memory query")
+            _check(lib.dnnl_memory_get_data_handle(mem, ctypes.byref(ptr)), "memory query")
+            _check(lib.dnnl_memory_create(ctypes.byref(m), md, eng, ptr), "memory")
+            self.mems.append(m)
+            slot.arg, slot.memory = arg, m
+
+    def __del__(self):
+        lib = _state["lib"]
+        if lib is not None:
+            for m in self.mems:
+                lib.dnnl_memory_destroy(m)
+
+
+def replay(runs):
+    """Run Bounds one after the other (the GIL is let go inside each)."""
+    execute, stream = _state["lib"].dnnl_primitive_execute, _state["stream"]
+    for b in runs:
+        if execute(b.primitive.prim, stream, b.count, b.argv) != SUCCESS:
+            raise DnnlError("oneDNN %s failed in a prepared forward" % b.primitive.what)
+
+
 _ARG_NAMES = {"src": ARG_SRC, "src_1": ARG_SRC_1, "dst": ARG_DST, "weights": ARG_WEIGHTS, "bias": ARG_BIAS,
               "mean": ARG_MEAN, "variance": ARG_VARIANCE, "scale": ARG_SCALE, "shift": ARG_SHIFT,
               "workspace": ARG_WORKSPACE, "diff_src": ARG_DIFF_SRC, "diff_dst": ARG_DIFF_DST,
               "diff_weights": ARG_DIFF_WEIGHTS, "diff_bias": ARG_DIFF_BIAS, "diff_scale": ARG_DIFF_SCALE,
               "diff_shift": ARG_DIFF_SHIFT}
 _ARG_NAMES.update(("src_of_%d" % i, ARG_MULTIPLE_SRC + i) for i in range(64))
+_ARG_NAMES.update(("post_%d" % i, ARG_POST_OP_BASE * (i + 1) | ARG_SRC_1) for i in range(4))
 
 
 def unblocker(desc):
@@ -414,7 +473,7 @@ def reorder(src_desc, dst_desc, accumulate=False):
 
 # -- plain arrays in, plain arrays out -------------------------------------
 _INPUTS = {ARG_SRC, ARG_SRC_1, ARG_WEIGHTS, ARG_BIAS, ARG_DIFF_DST, ARG_MEAN, ARG_VARIANCE, ARG_SCALE, ARG_SHIFT} | \
-    set(range(ARG_MULTIPLE_SRC, ARG_MULTIPLE_SRC + 64))
+    set(range(ARG_MULTIPLE_SRC, ARG_MULTIPLE_SRC + 64)) | {ARG_POST_OP_BASE * (i + 1) | ARG_SRC_1 for i in range(4)}
 _shared = threading.local()
 
 
@@ -462,9 +521,11 @@ class Step:
     blob already holds the chosen layout is used as it is, and an output view
     keeps the chosen layout for the next oneDNN layer when its blob allows.
     `kept` arguments (workspaces a backward reuses) live in buffers of this
-    step's own; the weights go through `reordered` (a Reordered) if given."""
+    step's own. Weights that need a reorder are `adopt`ed by their blob
+    when asked (inference: held once, in the chosen layout), or else go
+    through `reordered` (a Reordered) if given."""
 
-    def __init__(self, prim, plain, kept=(), reordered=None):
+    def __init__(self, prim, plain, kept=(), reordered=None, adopt=False):
         self.prim = prim
         self.plain = plain
         self.moves = {}
@@ -474,6 +535,7 @@ class Step:
                 self.moves[arg] = (reorder(desc, chosen) if arg in _INPUTS else reorder(chosen, desc))
         self.kept = {arg: aligned(prim.md(arg).nbytes) for arg in kept}
         self.reordered = reordered
+        self.adopt = adopt
         self._acc = {}
 
     def __call__(self, accumulate=(), **arrays):
@@ -491,9 +553,13 @@ class Step:
                     if held is not None:
                         run[name] = held
                         continue
-                    if move is not None and arg == ARG_WEIGHTS and self.reordered is not None:
-                        run[name] = self.reordered.get(chosen, a, move)
-                        continue
+                    if move is not None and arg == ARG_WEIGHTS:
+                        got = a.adopt(chosen, move) if self.adopt else None
+                        if got is None and self.reordered is not None:
+                            got = self.reordered.get(chosen, a, move)
+                        if got is not None:
+                            run[name] = got
+                            continue
                     a = a.read()
                 if move is None:
                     run[name] = a
@@ -545,7 +611,10 @@ class Convolution:
     input over 1 to 3 spatial axes, Caffe's weight layouts, optional bias."""
 
     def __init__(self, x_shape, y_shape, w_shape, group, kernel, pad, stride, dilation, bias, transposed, training,
-                 relu=None):
+                 relu=None, affine=False):
+        """`relu`: a ReLU of that negative slope after it; `affine`: a
+        per-channel y * scale + shift before the ReLU (BatchNorm and Scale
+        of an inference chain), both as post-ops."""
         lib, eng = library(), _state["engine"]
         g = int(group)
         n_sp = len(kernel)
@@ -582,15 +651,22 @@ class Convolution:
         xa, ya, wa = Desc.any(x_shape), Desc.any(y_shape), Desc.any(dims)
         prop = FORWARD_TRAINING if training else FORWARD_INFERENCE
         bh = b_plain.handle if bias else None
+        post = {}
+        if affine:
+            channel = _plain((1, y_shape[1]) + (1,) * n_sp)
+            post = {_ARG_NAMES["post_0"]: channel, _ARG_NAMES["post_1"]: channel}
+        attr = Attr(eltwise=[("relu", relu, 0.0)] if relu is not None else (),
+                    binary=[(BINARY_MUL, channel), (BINARY_ADD, channel)] if affine else ())
         fwd = Primitive(lambda pd, a: fwd_create(pd, eng, prop, alg, xa.handle, wa.handle, bh, ya.handle,
                                                  *geometry, a),
-                        (ARG_SRC, ARG_WEIGHTS, ARG_DST) + ((ARG_BIAS,) if bias else ()), "convolution",
-                        Attr(eltwise=[("relu", relu, 0.0)]) if relu is not None else None)
+                        (ARG_SRC, ARG_WEIGHTS, ARG_DST) + ((ARG_BIAS,) if bias else ()) + tuple(post), "convolution",
+                        attr)
         plain = {ARG_SRC: x_plain, ARG_WEIGHTS: self.w_plain, ARG_DST: y_plain}
+        plain.update(post)
         if bias:
             plain[ARG_BIAS] = b_plain
         self.weights = Reordered()
-        self.fwd = Step(fwd, plain, reordered=self.weights)
+        self.fwd = Step(fwd, plain, reordered=self.weights, adopt=not training)
         self.bias = bias
         self.bwd_data = self.bwd_weights = None
         if training:
@@ -607,11 +683,13 @@ class Convolution:
                 (ARG_SRC, ARG_DIFF_WEIGHTS, ARG_DIFF_DST) + ((ARG_DIFF_BIAS,) if bias else ()),
                 "convolution backward weights"), wplain)
 
-    def forward(self, x, w, b, y):
+    def forward(self, x, w, b, y, scale=None, shift=None):
+        args = {"src": x, "weights": w, "dst": y}
         if self.bias:
-            self.fwd(src=x, weights=w, bias=b, dst=y)
-        else:
-            self.fwd(src=x, weights=w, dst=y)
+            args["bias"] = b
+        if scale is not None:
+            args["post_0"], args["post_1"] = scale, shift
+        self.fwd(**args)
 
     def backward_data(self, dy, w, dx):
         self.bwd_data(diff_dst=dy, weights=w, diff_src=dx)
@@ -703,6 +781,8 @@ def _matmul(a, b, c, accumulate=False):
 
 def _sgemm(trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c):
     """Row-major c = a b (+ beta c), oneDNN's own GEMM."""
+    if _recording["into"] is not None:
+        _recording["into"].append(None)          # not a primitive: not replayed
     _check(library().dnnl_sgemm(b"T" if trans_a else b"N", b"T" if trans_b else b"N", m, n, k, 1.0,
                                 a.ctypes.data, lda, b.ctypes.data, ldb, beta, c.ctypes.data, n), "sgemm")
 

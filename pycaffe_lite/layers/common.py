@@ -10,6 +10,7 @@ from ..proto import caffe_pb2 as pb
 
 @register("Input")
 class InputLayer(Layer):
+    replayable = Layer.no_compute
     exact_bottoms = 0
     min_tops = 1
 
@@ -70,6 +71,7 @@ class DummyDataLayer(Layer):
 
 @register("Split")
 class SplitLayer(Layer):
+    replayable = Layer.no_compute
     exact_bottoms = 1
     min_tops = 1
 
@@ -102,6 +104,7 @@ class SplitLayer(Layer):
 
 @register("Silence")
 class SilenceLayer(Layer):
+    replayable = Layer.no_compute
     min_bottoms = 1
     exact_tops = 0
 
@@ -127,6 +130,7 @@ def _concat_axis(layer, blob, p):
 
 @register("Concat")
 class ConcatLayer(Layer):
+    replayable = Layer.dnnl_only
     min_bottoms = 1
     exact_tops = 1
 
@@ -225,6 +229,7 @@ class SliceLayer(Layer):
 
 class _ShareLayer(Layer):
     """A top that is the bottom's memory under another shape."""
+    replayable = Layer.no_compute
     exact_bottoms = 1
     exact_tops = 1
 
@@ -328,6 +333,7 @@ class CropLayer(Layer):
 
 @register("Eltwise")
 class EltwiseLayer(Layer):
+    replayable = Layer.dnnl_only
     min_bottoms = 2
     exact_tops = 1
     PROD, SUM, MAX = pb.EltwiseParameter.PROD, pb.EltwiseParameter.SUM, pb.EltwiseParameter.MAX

@@ -98,6 +98,7 @@ class _Geometry:
 
 
 class _BaseConv(_Geometry, Layer):
+    replayable = Layer.dnnl_only
     exact_bottoms = None
     min_bottoms = 1
     min_tops = 1
@@ -171,15 +172,16 @@ class _BaseConv(_Geometry, Layer):
             x_shape, y_shape, self.blobs[0].shape, self.group, self.kernel, self.pad, self.stride,
             self.dilation, self.bias_term, self.transposed, training))
 
-    def fused_op(self, bottom, relu):
-        """An inference convolution with a bias and, unless relu is None, a
-        ReLU of that negative slope after it (fusion.ConvChain's)."""
+    def fused_op(self, bottom, relu, affine):
+        """An inference convolution with a bias, then (`affine`) a
+        per-channel multiply and add, then, unless relu is None, a ReLU of
+        that negative slope (fusion.ConvChain's)."""
         if len(self.kernel) > 3 or self.transposed:
             return None
         x_shape, y_shape = self.engine_shapes(bottom[0])
-        return self.dnnl_op(("fused", x_shape, relu), lambda dnnl: dnnl.Convolution(
+        return self.dnnl_op(("fused", x_shape, relu, affine), lambda dnnl: dnnl.Convolution(
             x_shape, y_shape, self.blobs[0].shape, self.group, self.kernel, self.pad, self.stride,
-            self.dilation, True, False, False, relu))
+            self.dilation, True, False, False, relu, affine))
 
     def _dnnl_forward(self, bottom, top):
         op = self._dnnl(bottom)

@@ -11,6 +11,9 @@ class LRNLayer(Layer):
     exact_bottoms = 1
     exact_tops = 1
 
+    def replayable(self, bottom, top):
+        return self.engine == "dnnl" and bottom[0] is not top[0]      # in place it keeps a copy
+
     def layer_setup(self, bottom, top):
         p = self.param.lrn_param
         if p.local_size % 2 == 0:

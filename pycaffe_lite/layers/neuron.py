@@ -9,6 +9,7 @@ from .. import backend
 
 
 class NeuronLayer(Layer):
+    replayable = Layer.dnnl_only
     exact_bottoms = 1
     exact_tops = 1
 

@@ -20,6 +20,7 @@ def pooled_size(size, kernel, pad, stride, ceil=True):
 
 @register("Pooling")
 class PoolingLayer(Layer):
+    replayable = Layer.dnnl_only
     exact_bottoms = 1
     min_tops = 1
     max_tops = 2

@@ -1,0 +1,201 @@
+"""The prepared forward of an inference net on the oneDNN engine.
+
+Once a TEST-phase net has run a whole forward twice at the same shapes, the
+second run is recorded: for each layer (or fused chain) the primitives it ran,
+bound for good to the arrays they ran on (dnnl.Bound), and what it left in its
+blobs' buffers (layouts, versions, the blobs a chain made lazy). The next
+forwards replay that: one library call per primitive, Python per net rather
+than per layer. Layers that do more than run primitives (numpy layers, loss
+layers, InnerProduct's GEMM, Python layers) are recorded as themselves and run
+as they always do, in their place.
+
+A replay happens only where it is the forward that would have run: the same
+blobs, shapes, buffers and engine settings, every parameter untouched (its
+version, layout and memory as recorded, no numpy view of it held), every
+activation where the recorded forward found it. An input written from Python
+is read afresh (its host array is what the primitives read); anything else --
+a reshape, a parameter written, a blob read in another layout, a callback, a
+thread count -- makes the forward run layer by layer and be recorded again.
+Every blob ends up holding, and saying it holds, what the layer-by-layer
+forward leaves in it."""
+import weakref
+
+import numpy as np
+
+from . import backend, fusion
+from .blob import BLOCKED
+from .kernels import dnnl
+
+# a net whose recordings keep failing to be replayed stops recording
+MAX_MISSES = 3
+
+
+def _ref(obj):
+    return None if obj is None else weakref.ref(obj)
+
+
+def _state(buf):
+    """What a buffer holds: its layout and arrays by weak reference (a
+    reference of ours to its host array would count as a view held)."""
+    return (buf.head, _ref(buf.blocked_desc), _ref(buf.blocked), _ref(buf.host), buf.version, buf.zero_pending)
+
+
+def _deref(r):
+    return None if r is None else r()
+
+
+def _same(a, b):
+    """Two _states alike but for the version."""
+    return a[0] == b[0] and a[5] == b[5] and all(
+        (x is None and y is None) or (x is not None and y is not None and x() is y() and x() is not None)
+        for x, y in zip(a[1:4], b[1:4]))
+
+
+def _root(a):
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return a
+
+
+def _config(net):
+    return (backend.mode(), backend.cpu_engine(), backend.float_type(), backend.threads_generation(),
+            backend.numpy_layers())
+
+
+class Recorder:
+    """Watches one layer-by-layer forward of `net` unit by unit."""
+
+    def __init__(self, net):
+        self.net = net
+        self.units = []
+        self.start = {}                       # id(buf) -> (buf, state before the forward)
+        self.config = _config(net)
+        self.shapes = [(b, b._data_buf, b._shape) for b in net._blobs]
+        self.params = {id(b._data_buf): b._data_buf for layer in net.layers for b in layer.blobs}
+        for buf in [b._data_buf for b in net._blobs] + list(self.params.values()):
+            if id(buf) not in self.start:
+                self.start[id(buf)] = (buf, _state(buf), buf.held())
+        self.replayed_params = set()
+        self.ok = True
+
+    def begin(self, indices, extra_blobs=()):
+        net = self.net
+        blobs = list(extra_blobs)
+        for i in indices:
+            blobs += net._bottom(i) + net._top(i) + list(net.layers[i].blobs)
+        self._blobs = list({id(b): b for b in blobs}.values())
+        self._bufs = list({id(b._data_buf): b._data_buf for b in self._blobs}.values())
+        self._before = [_state(buf) for buf in self._bufs]
+        self._stale = [b._stale for b in self._blobs]
+        self._params = [id(b._data_buf) for i in indices for b in net.layers[i].blobs]
+        self._runs = []
+        dnnl.record_into(self._runs)
+
+    def end(self, replayable, call=None):
+        """`replayable`: the unit did nothing but run primitives; otherwise
+        call() is how to run it again."""
+        dnnl.record_into(None)
+        if replayable and all(r is not None for r in self._runs):
+            effects = []
+            for buf, before in zip(self._bufs, self._before):
+                after = _state(buf)
+                if not _same(after, before) or after[4] != before[4]:
+                    if any(_deref(x) is not _deref(y) for x, y in zip(after[2:4], before[2:4])):
+                        self.ok = False          # memory allocated or dropped: not yet steady
+                    effects.append((buf, buf.head, buf.blocked_desc, after[4] - before[4], buf.zero_pending))
+            stale = tuple((b, b._stale) for b, s in zip(self._blobs, self._stale) if b._stale is not s)
+            self.units.append((tuple(self._runs), tuple(effects), stale))
+            self.replayed_params.update(self._params)
+        else:
+            self.units.append(call)
+
+    def cancel(self):
+        """Forget the unit begun (a chain that did not run fused)."""
+        dnnl.record_into(None)
+
+    def abandon(self):
+        dnnl.record_into(None)
+        self.ok = False
+
+    def finish(self, fused):
+        dnnl.record_into(None)
+        if not self.ok:
+            return None
+        # the blobs' own arrays stay alive with them (a replay first checks
+        # they are the same): the runs keep only the others they ran on
+        owned = set()
+        for buf, _, _ in self.start.values():
+            owned.update(id(_root(a)) for a in (buf.host, buf.blocked) if a is not None)
+        for unit in self.units:
+            if not callable(unit):
+                for run in unit[0]:
+                    run.arrays = tuple(a for a in run.arrays if a is not None and id(_root(a)) not in owned)
+        self.volatile = []
+        for key, buf in self.params.items():
+            start = self.start[key][1]
+            if buf.held():
+                return None
+            if not _same(_state(buf), start) or buf.version != start[4]:
+                if key in self.replayed_params:
+                    return None               # primitives read it as it was
+                self.volatile.append(buf)     # handed out by a layer that runs as itself
+        return Plan(self, fused)
+
+
+class Plan:
+    def __init__(self, rec, fused):
+        self.net = rec.net
+        self.units = rec.units
+        self.config = rec.config
+        self.shapes = rec.shapes
+        self.fused = list(fused)
+        self.params = [[buf, _state(buf)] for buf in rec.params.values()]
+        self.volatile = [entry for entry in self.params if entry[0] in rec.volatile]
+        others = [(buf, state, held) for key, (buf, state, held) in rec.start.items() if key not in rec.params]
+        # buffers the forward finds in a blocked layout: their values may be
+        # read, so nobody may have written them since the last forward
+        self.blocked = [buf for buf, state, held in others if state[0] == BLOCKED]
+        self.others = others
+        self._versions()
+        self.replayed = False
+
+    def valid(self):
+        if _config(self.net) != self.config or fusion.applies(self.net) != "inference":
+            return False
+        for blob, buf, shape in self.shapes:
+            if blob._data_buf is not buf or blob._shape != shape:
+                return False
+        for buf, state in self.params:
+            now = _state(buf)
+            if not _same(now, state) or now[4] != state[4] or buf.held():
+                return False
+        for buf, state, held in self.others:
+            now = _state(buf)
+            # an input written from Python: a new version of the same host
+            # array, which the primitives read afresh
+            if not _same(now, state) or buf.held() != held:
+                return False
+        return [buf.version for buf in self.blocked] == self.versions
+
+    def _versions(self):
+        self.versions = [buf.version for buf in self.blocked]
+
+    def replay(self):
+        net, loss = self.net, 0.0
+        for unit in self.units:
+            if callable(unit):
+                loss += unit()
+                continue
+            runs, effects, stale = unit
+            dnnl.replay(runs)
+            for buf, head, desc, dv, zero in effects:
+                buf.head, buf.blocked_desc, buf.zero_pending = head, desc, zero
+                buf.version += dv
+            for blob, s in stale:
+                blob._stale = s
+        net._fused = list(self.fused)
+        self._versions()
+        for entry in self.volatile:
+            entry[1] = _state(entry[0])
+        self.replayed = True
+        return loss
