@@ -123,9 +123,8 @@ class _Buffer:
         array is held outside (then the engine writes the host array)."""
         if self.held():
             return None
-        from .kernels import dnnl
         if self.blocked is None or self.blocked.nbytes < desc.nbytes:
-            self.blocked = dnnl.aligned(desc.nbytes)
+            self.blocked = _take(desc.nbytes)
         self.blocked_desc = desc
         self.head = BLOCKED
         self.version += 1
@@ -150,6 +149,17 @@ class _Buffer:
         self.head = BLOCKED          # the same values: no new version
         self.host = None
         return self.blocked
+
+    def release(self):
+        """Let go of the blocked copy (an inference forward is done with it):
+        True when it could (the values are gone then; the Net marks the
+        blobs on this buffer to be made again when read)."""
+        if self.head != BLOCKED or self.held():
+            return False
+        _free["arrays"].append(self.blocked)
+        self.blocked = self.blocked_desc = None
+        self.head = HOST
+        return True
 
     def settle(self):
         """Bring the host array up to date and drop the blocked copy."""
@@ -195,6 +205,25 @@ class EngineView:
     def token(self):
         """Identifies the current values while nobody can change them unseen."""
         return None if self.buf.held() else (self.buf, self.buf.version)
+
+
+# Arrays an inference forward let go of (Net), for the claims of later layers
+# to take: set by the Net for the time of its forward.
+_free = {"arrays": None}
+
+
+def _take(nbytes):
+    """The smallest free array of at least `nbytes` bytes, or a new one."""
+    free = _free["arrays"]
+    if free:
+        best = None
+        for i, a in enumerate(free):
+            if a.nbytes >= nbytes and (best is None or a.nbytes < free[best].nbytes):
+                best = i
+        if best is not None:
+            return free.pop(best)
+    from .kernels import dnnl
+    return dnnl.aligned(nbytes)
 
 
 INT_MAX = 2 ** 31 - 1

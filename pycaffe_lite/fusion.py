@@ -155,8 +155,9 @@ class ConvChain:
         for name, last in self.skipped:
             if last <= upto:
                 net.blobs[name]._stale = None
-        for i in range(self.head, upto + 1):
-            net.layers[i].run_forward(net._bottom(i), net._top(i))
+        with net._as_seen():
+            for i in range(self.head, upto + 1):
+                net.layers[i].run_forward(net._bottom(i), net._top(i))
 
 
 class EltwiseReLU:

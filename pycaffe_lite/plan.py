@@ -18,6 +18,7 @@ a reshape, a parameter written, a blob read in another layout, a callback, a
 thread count -- makes the forward run layer by layer and be recorded again.
 Every blob ends up holding, and saying it holds, what the layer-by-layer
 forward leaves in it."""
+import functools
 import weakref
 
 import numpy as np
@@ -62,6 +63,17 @@ def _config(net):
             backend.numpy_layers())
 
 
+def _then_release(net, call, blobs):
+    """A layer run as itself, then the memory the recorded forward let go of
+    after it."""
+    loss = call()
+    for b in blobs:
+        b._data_buf.release()
+        b._stale = net._remake
+    net._released.extend(blobs)
+    return loss
+
+
 class Recorder:
     """Watches one layer-by-layer forward of `net` unit by unit."""
 
@@ -76,6 +88,11 @@ class Recorder:
             if id(buf) not in self.start:
                 self.start[id(buf)] = (buf, _state(buf), buf.held())
         self.replayed_params = set()
+        # where the activations' arrays were when the forward began: a
+        # replay begins from there too
+        self.managed_start = [(b._data_buf, b._data_buf.head, b._data_buf.blocked_desc, b._data_buf.blocked)
+                              for b in net._blobs]
+        self.free_start = list(net._free_arrays)
         self.ok = True
 
     def begin(self, indices, extra_blobs=()):
@@ -91,21 +108,26 @@ class Recorder:
         self._runs = []
         dnnl.record_into(self._runs)
 
-    def end(self, replayable, call=None):
+    def end(self, replayable, call=None, released=()):
         """`replayable`: the unit did nothing but run primitives; otherwise
-        call() is how to run it again."""
+        call() is how to run it again. `released`: blobs whose memory the net
+        let go of after the unit (to be made again when read)."""
         dnnl.record_into(None)
         if replayable and all(r is not None for r in self._runs):
             effects = []
             for buf, before in zip(self._bufs, self._before):
                 after = _state(buf)
                 if not _same(after, before) or after[4] != before[4]:
-                    if any(_deref(x) is not _deref(y) for x, y in zip(after[2:4], before[2:4])):
-                        self.ok = False          # memory allocated or dropped: not yet steady
-                    effects.append((buf, buf.head, buf.blocked_desc, after[4] - before[4], buf.zero_pending))
-            stale = tuple((b, b._stale) for b, s in zip(self._blobs, self._stale) if b._stale is not s)
-            self.units.append((tuple(self._runs), tuple(effects), stale))
+                    if _deref(after[3]) is not _deref(before[3]):
+                        self.ok = False          # a host array made or dropped: not yet steady
+                    effects.append((buf, buf.head, buf.blocked_desc, buf.blocked, after[4] - before[4],
+                                    buf.zero_pending))
+            stale = {id(b): (b, b._stale) for b, s in zip(self._blobs, self._stale) if b._stale is not s}
+            stale.update((id(b), (b, b._stale)) for b in released)
+            self.units.append((tuple(self._runs), tuple(effects), tuple(stale.values())))
             self.replayed_params.update(self._params)
+        elif released:
+            self.units.append(functools.partial(_then_release, self.net, call, tuple(released)))
         else:
             self.units.append(call)
 
@@ -151,12 +173,25 @@ class Plan:
         self.fused = list(fused)
         self.params = [[buf, _state(buf)] for buf in rec.params.values()]
         self.volatile = [entry for entry in self.params if entry[0] in rec.volatile]
-        others = [(buf, state, held) for key, (buf, state, held) in rec.start.items() if key not in rec.params]
+        # the activations the net lets go of and hands on (Net._releases) are
+        # written before they are read: whatever arrays they hold now, the
+        # replay leaves them, and the net's free arrays, as recorded
+        releases = self.net._release_list[1] if self.net._release_list else ()
+        managed = {id(buf) for _, buf, _ in releases}
+        self.managed = [buf for key, (buf, state, held) in rec.start.items() if key in managed]
+        self.managed_held = [held for key, (buf, state, held) in rec.start.items() if key in managed]
+        self.managed_start = [entry for entry in rec.managed_start if id(entry[0]) in managed]
+        self.free_start = rec.free_start
+        others = [(buf, state, held) for key, (buf, state, held) in rec.start.items()
+                  if key not in rec.params and key not in managed]
         # buffers the forward finds in a blocked layout: their values may be
         # read, so nobody may have written them since the last forward
         self.blocked = [buf for buf, state, held in others if state[0] == BLOCKED]
         self.others = others
         self._versions()
+        self.free_end = list(self.net._free_arrays)
+        self.released = [b for unit in self.units if not callable(unit) for b, s in unit[2]
+                         if s is not None and s == self.net._remake]
         self.replayed = False
 
     def valid(self):
@@ -165,6 +200,8 @@ class Plan:
         for blob, buf, shape in self.shapes:
             if blob._data_buf is not buf or blob._shape != shape:
                 return False
+        if [buf.held() for buf in self.managed] != self.managed_held:
+            return False
         for buf, state in self.params:
             now = _state(buf)
             if not _same(now, state) or now[4] != state[4] or buf.held():
@@ -182,18 +219,22 @@ class Plan:
 
     def replay(self):
         net, loss = self.net, 0.0
+        for buf, head, desc, blocked in self.managed_start:
+            buf.head, buf.blocked_desc, buf.blocked = head, desc, blocked
+        net._free_arrays[:] = self.free_start
         for unit in self.units:
             if callable(unit):
                 loss += unit()
                 continue
             runs, effects, stale = unit
             dnnl.replay(runs)
-            for buf, head, desc, dv, zero in effects:
-                buf.head, buf.blocked_desc, buf.zero_pending = head, desc, zero
+            for buf, head, desc, blocked, dv, zero in effects:
+                buf.head, buf.blocked_desc, buf.blocked, buf.zero_pending = head, desc, blocked, zero
                 buf.version += dv
             for blob, s in stale:
                 blob._stale = s
         net._fused = list(self.fused)
+        net._free_arrays[:] = self.free_end
         self._versions()
         for entry in self.volatile:
             entry[1] = _state(entry[0])

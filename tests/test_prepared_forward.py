@@ -208,6 +208,63 @@ def _pool1_reference(tmp_path, x):
     return other.blobs["pool1"].data.copy()
 
 
+def test_activations_let_go_of_are_made_again_from_the_inputs_they_came_from(tmp_path):
+    net = _make(tmp_path)
+    xs = _inputs()
+    refs = []
+    for x in xs:
+        ref = _make(tmp_path)
+        ref.blobs["data"].data[...] = x
+        ref.forward(blobs=list(ref.blobs))        # asks for every blob: it keeps them all
+        refs.append({k: b.data.copy() for k, b in ref.blobs.items()})
+        assert all(b._stale is None for b in ref.blobs.values())
+    for _ in range(3):
+        _forward(net, xs[0])
+    # their memory went to the layers after them: fewer arrays than blobs
+    arrays = {id(b._data_buf.blocked) for b in net.blobs.values() if b._data_buf.blocked is not None}
+    released = [k for k, b in net.blobs.items() if b._stale is not None]
+    assert len(released) >= 3
+    assert len(arrays) < len(net.blobs) - len(released) + 2
+    # an input written since then does not change what the forward left
+    net.blobs["data"].data[...] = xs[2]
+    for k, b in net.blobs.items():
+        if k != "data":
+            assert np.array_equal(b.data, refs[0][k]), k
+    assert np.array_equal(net.blobs["data"].data, xs[2])
+    # a partial forward on the new input: what it leaves is made from that
+    net.forward(end="sum")
+    ref = _make(tmp_path)
+    ref.blobs["data"].data[...] = xs[2]
+    ref.forward(blobs=["conv1"], end="sum")
+    for k in ("conv1", "sum"):
+        assert np.array_equal(net.blobs[k].data, ref.blobs[k].data), k
+    # and a net whose blobs were read keeps them from then on
+    _forward(net, xs[1])
+    assert all(b._stale is None for k, b in net.blobs.items() if k != "conv1")
+    for k, b in net.blobs.items():
+        assert np.array_equal(b.data, refs[1][k]), k
+
+
+def test_a_net_that_would_not_give_the_same_values_again_keeps_its_activations(tmp_path):
+    # a DummyData top drawn afresh on every forward: running it again would
+    # draw other values
+    text = NET.replace('layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 4 dim: 12 '
+                       'dim: 12 } } }', 'layer { name: "data" type: "DummyData" top: "data" dummy_data_param { '
+                       'shape { dim: 2 dim: 4 dim: 12 dim: 12 } data_filler { type: "gaussian" } } }')
+    net = _make(tmp_path, text)
+    for _ in range(3):
+        net.forward()
+    assert not any(b._stale == net._remake for b in net.blobs.values())
+    data = net.blobs["data"].data.copy()
+    other = _make(tmp_path, NET)
+    for name, blobs in net.params.items():
+        for i, b in enumerate(blobs):
+            other.params[name][i].data[...] = b.data
+    other.blobs["data"].data[...] = data
+    other.forward(blobs=["norm1"])
+    assert np.array_equal(net.blobs["norm1"].data, other.blobs["norm1"].data)
+
+
 def test_inference_weights_are_held_once_and_diffs_never_allocated(tmp_path):
     net = _make(tmp_path)
     weights = {k: [b.data.copy() for b in v] for k, v in net.params.items()}
