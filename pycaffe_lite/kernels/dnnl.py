@@ -537,6 +537,18 @@ class Step:
         self.reordered = reordered
         self.adopt = adopt
         self._acc = {}
+        self._direct = []
+
+    def _from(self, layout, chosen):
+        """The reorder from `layout` (a blob's blocked one) to `chosen`; None
+        where they differ in more than layout (a blob read under another
+        shape)."""
+        for src, dst, prim in self._direct:
+            if src is layout and dst is chosen:
+                return prim
+        prim = reorder(layout, chosen) if layout.dims == chosen.dims else None
+        self._direct = self._direct[-3:] + [(layout, chosen, prim)]
+        return prim
 
     def __call__(self, accumulate=(), **arrays):
         """step(src=x, dst=y); outputs named in `accumulate` (plain arrays)
@@ -560,6 +572,14 @@ class Step:
                         if got is not None:
                             run[name] = got
                             continue
+                    layout = a.layout()
+                    direct = self._from(layout, chosen) if move is not None and layout is not None else None
+                    if direct is not None:
+                        # blocked one way, wanted another: one reorder, not
+                        # two through Caffe's layout
+                        buf = run[name] = _shared_buffer(arg, chosen.nbytes)
+                        direct(src=a.buf.blocked, dst=buf)
+                        continue
                     a = a.read()
                 if move is None:
                     run[name] = a
