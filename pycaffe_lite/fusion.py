@@ -54,15 +54,21 @@ def _in_place_on(lp, blob):
 
 
 class ConvChain:
-    """Convolution -> [BatchNorm] -> [Scale] -> [ReLU] as one oneDNN
-    convolution, in place on the convolution's top or through tops of their
-    own (MobileNet v2's BatchNorm). A blob the chain leaves behind (`skipped`:
-    (name, index of the last layer writing it)) is made when something reads
-    it: its layers run one by one then."""
+    """Convolution -> [BatchNorm] -> [Scale] -> [Eltwise SUM] -> [ReLU] as
+    one oneDNN convolution, in place on the convolution's top or through tops
+    of their own (MobileNet v2's BatchNorm). A blob the chain leaves behind
+    (`skipped`: (name, index of the last layer writing it)) is made when
+    something reads it: its layers run one by one then.
 
-    def __init__(self, net, head, members, skipped=()):
+    With ResNet's Eltwise SUM (`residual`: the name of its other bottom), the
+    convolution adds its result to the residual's values, in the memory they
+    are in when the net lets go of that blob after the sum (it is made again
+    if read; Net._take_over), or else in a copy."""
+
+    def __init__(self, net, head, members, skipped=(), residual=None):
         self.net, self.head, self.members = net, head, members
         self.skipped = tuple(skipped)
+        self.residual = residual
         self.last = members[-1]
         self.conv = net.layers[head]
         kinds = {net.layers[i].type: net.layers[i] for i in members}
@@ -128,17 +134,29 @@ class ConvChain:
         relu = None if self.relu is None else self.relu.param.relu_param.negative_slope
         affine = self.bn is not None or self.scale is not None
         fold = affine and conv.group > 1
-        op = conv.fused_op(bottom, relu, affine=affine and not fold)
+        residual = self.residual is not None
+        op = conv.fused_op(bottom, relu, affine=affine and not fold, residual=residual)
         if op is None:
             return False
         for i in self.members:
             net.layers[i].reshape(net._bottom(i), net._top(i))
+        x_shape, y_shape = conv.engine_shapes(bottom[0])
+        out = net._top(self.last)[0]
+        if residual:
+            other = net.blobs[self.residual]
+            if other.shape != out.shape:
+                return False
+            from .kernels import dnnl
+            held = net._take_over(other, out, op.fwd.prim.md(dnnl.ARG_DST))
+            if held is None:
+                return False
+            y = dnnl.Held(held)
         w, b, scale, shift = self._arguments(fold)
         if not fold:
             w = conv.blobs[0].engine_data()      # a new view: the blob may have been reshaped
-        x_shape, y_shape = conv.engine_shapes(bottom[0])
-        out = net._top(self.last)[0]
-        op.forward(bottom[0].engine_data(x_shape), w, b, out.engine_data(y_shape), scale, shift)
+        if not residual:
+            y = out.engine_data(y_shape)
+        op.forward(bottom[0].engine_data(x_shape), w, b, y, scale, shift)
         for i in (self.head,) + tuple(self.members):
             net.layers[i].engine = "dnnl"
         for name, upto in self.skipped:
@@ -322,8 +340,16 @@ def plan(net, inference):
                     blob = nxt.top[0]
                 members.append(j)
                 seen.add(nxt.type)
+            residual = None
+            if "ReLU" not in seen:
+                found = _residual_sum(net, consumers, (members or [i])[-1] + 1, blob)
+                if found is not None:
+                    residual, sum_members = found
+                    skipped.append((blob, (members or [i])[-1]))
+                    members += sum_members
+                    blob = params[sum_members[0]].top[0]
             if members and _reads_only(params, consumers, members, [b for b, _ in skipped], blob):
-                chains[i] = ConvChain(net, i, tuple(members), skipped)
+                chains[i] = ConvChain(net, i, tuple(members), skipped, residual)
                 i = members[-1] + 1
                 continue
         if lp.type == "BatchNorm":
@@ -343,12 +369,38 @@ def plan(net, inference):
     return chains
 
 
+def _residual_sum(net, consumers, j, blob):
+    """(the other bottom, (j[, j + 1])) where layer j is an Eltwise SUM of
+    `blob` and a blob nothing reads after it (ResNet's shortcut), with unit
+    coefficients, into a top of its own, and j + 1 a ReLU in place on that
+    top; None where it is not."""
+    params, layers = net._param.layer, net.layers
+    if j >= len(layers):
+        return None
+    lp = params[j]
+    if lp.type != "Eltwise" or lp.eltwise_param.operation != pb.EltwiseParameter.SUM or len(lp.bottom) != 2 or \
+            len(lp.top) != 1 or blob not in lp.bottom or any(c != 1.0 for c in lp.eltwise_param.coeff) or \
+            any(layers[j].loss_weights) or backend.numpy_forced(lp.name, lp.type):
+        return None
+    other = lp.bottom[1] if lp.bottom[0] == blob else lp.bottom[0]
+    top = lp.top[0]
+    if other == blob or top in (other, blob) or consumers.get(other, [])[-1:] != [j] or \
+            other in net.outputs or other in net.inputs or blob in net.outputs:
+        return None
+    members = (j,)
+    if j + 1 < len(layers) and params[j + 1].type == "ReLU" and _in_place_on(params[j + 1], top) and \
+            not any(layers[j + 1].loss_weights) and not backend.numpy_forced(params[j + 1].name, "ReLU") and \
+            consumers.get(top, [None])[0] == j + 1:
+        members += (j + 1,)
+    return other, members
+
+
 def _reads_only(params, consumers, members, skipped, final):
     """Nothing but the chain reads its blobs while it runs: a blob it leaves
     behind only its own next layer, the final blob nobody before the chain's
     last layer (later layers read the chain's result)."""
     for blob in skipped + [final]:
-        ours = [m for m in members if params[m].bottom[0] == blob]
+        ours = [m for m in members if blob in params[m].bottom]
         readers = consumers.get(blob, [])
         if (readers != ours) if blob != final else (readers[:len(ours)] != ours):
             return False

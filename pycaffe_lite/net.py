@@ -12,6 +12,7 @@ from collections import OrderedDict
 import numpy as np
 
 from . import backend, caffemodel, fusion, glog, plan as prepared, protoio
+from . import blob as blob_module
 from .blob import Blob
 from .errors import CaffeError, ConfigError, FormatError, ShapeError
 from .layer import create_layer
@@ -315,7 +316,9 @@ class Net:
 
     def _forget_plan(self):
         self._plan, self._plan_misses, self._signature = None, 0, None
-        self._release_list, self._free_arrays, self._released = None, [], []
+        self._release_list, self._free_arrays, self._releasable = None, [], {}
+        # blobs let go of stay marked to be made again (the next forward clears them)
+        self._released = getattr(self, "_released", [])
         self._inputs_seen = getattr(self, "_inputs_seen", [])
         self._keep_activations = getattr(self, "_keep_activations", False)
 
@@ -484,6 +487,7 @@ class Net:
                     b._stale = None
             self._released = [] if whole else [b for b in self._released if id(b) not in written]
         inference = fusion.applies(self) == "inference"
+        self._releasable = {}               # what this forward lets go of (_releases)
         if inference:
             # what blobs made on reading are made from (see _as_seen)
             self._inputs_seen = [(blob, blob.engine_data().read().copy())
@@ -536,9 +540,11 @@ class Net:
         for them), or running the net again would not give the same values
         (data and Python layers, statistics updated in forward, files
         written)."""
+        self._releasable = {}
         if self._keep_activations:
             return []
         if self._release_list is not None and self._release_list[0] == signature:
+            self._releasable = self._release_list[2]
             return self._release_list[1]
         releases = []
         if all(self._remakeable(lp, layer) for lp, layer in zip(self._param.layer, self.layers)):
@@ -555,8 +561,37 @@ class Net:
                         entry[1].append(b)
             releases = sorted(((last[key], buf, tuple(blobs)) for key, (buf, blobs) in blobs_of.items()
                                if key not in kept), key=lambda e: e[0])
-        self._release_list = (signature, releases)
+        self._release_list = (signature, releases, {id(buf): blobs for _, buf, blobs in releases})
+        self._releasable = self._release_list[2]
         return releases
+
+    def _take_over(self, other, out, desc):
+        """The memory for a convolution to add its result to `other`'s values
+        in, laid out as `desc`, as `out`'s blocked copy: `other`'s own array
+        where this forward lets go of it right after (it is made again if
+        read), else a copy; None when `out`'s host array is held."""
+        from .blob import BLOCKED
+        from .kernels import dnnl
+        ob, tb = other._data_buf, out._data_buf
+        if tb.held() or ob is tb:
+            return None
+        blobs = self._releasable.get(id(ob))
+        if blobs is not None and ob.head == BLOCKED and ob.blocked_desc == desc and not ob.held():
+            if tb.blocked is not None:
+                self._free_arrays.append(tb.blocked)
+            tb.blocked, tb.blocked_desc, tb.head = ob.blocked, desc, BLOCKED
+            tb.version += 1
+            tb.zero_pending = False
+            ob.blocked = ob.blocked_desc = None
+            ob.head = blob_module.HOST
+            for b in blobs:
+                b._stale = self._remake
+            self._released.extend(blobs)
+            return tb.blocked
+        held = tb.claim_blocked(desc)
+        if held is not None:
+            dnnl.copy_into(other.engine_data(), desc, held)
+        return held
 
     @staticmethod
     def _remakeable(lp, layer):

@@ -187,8 +187,7 @@ class Plan:
         # the activations the net lets go of and hands on (Net._releases) are
         # written before they are read: whatever arrays they hold now, the
         # replay leaves them, and the net's free arrays, as recorded
-        releases = self.net._release_list[1] if self.net._release_list else ()
-        managed = {id(buf) for _, buf, _ in releases}
+        managed = set(self.net._releasable)
         self.managed = [buf for key, (buf, state, held) in rec.start.items() if key in managed]
         self.managed_held = [held for key, (buf, state, held) in rec.start.items() if key in managed]
         self.managed_start = [entry for entry in rec.managed_start if id(entry[0]) in managed]

@@ -300,21 +300,24 @@ class Attr:
     """Primitive attributes: a user scratchpad (kept by the primitive, so
     primitives never allocate one per call) and post-ops."""
 
-    def __init__(self, eltwise=(), sum_scale=None, binary=()):
+    def __init__(self, eltwise=(), sum_scale=None, binary=(), add_dst=False):
         """Post-ops in this order: a sum, `binary` ((alg, Desc of the second
         operand): its operand is the execution argument post_<i>, i its
-        place among all post-ops), `eltwise` ((alg, alpha, beta))."""
+        place among all post-ops), with `add_dst` the values the destination
+        held added (y = f(x) + y), `eltwise` ((alg, alpha, beta))."""
         lib = library()
         self.handle = _handle()
         _check(lib.dnnl_primitive_attr_create(ctypes.byref(self.handle)), "attributes")
         lib.dnnl_primitive_attr_set_scratchpad_mode(self.handle, SCRATCHPAD_USER)
-        if eltwise or binary or sum_scale is not None:
+        if eltwise or binary or add_dst or sum_scale is not None:
             ops = _handle()
             _check(lib.dnnl_post_ops_create(ctypes.byref(ops)), "post-ops")
             if sum_scale is not None:
                 _check(lib.dnnl_post_ops_append_sum(ops, float(sum_scale), 0, 0), "sum post-op")
             for alg, desc in binary:
                 _check(lib.dnnl_post_ops_append_binary(ops, alg, desc.handle), "binary post-op")
+            if add_dst:
+                _check(lib.dnnl_post_ops_append_sum(ops, 1.0, 0, 0), "sum post-op")
             for alg, alpha, beta in eltwise:
                 _check(lib.dnnl_post_ops_append_eltwise(ops, ELTWISE[alg], float(alpha), float(beta)),
                        "eltwise post-op")
@@ -631,10 +634,11 @@ class Convolution:
     input over 1 to 3 spatial axes, Caffe's weight layouts, optional bias."""
 
     def __init__(self, x_shape, y_shape, w_shape, group, kernel, pad, stride, dilation, bias, transposed, training,
-                 relu=None, affine=False):
+                 relu=None, affine=False, residual=False):
         """`relu`: a ReLU of that negative slope after it; `affine`: a
         per-channel y * scale + shift before the ReLU (BatchNorm and Scale
-        of an inference chain), both as post-ops."""
+        of an inference chain); `residual`: the destination's values added
+        before the ReLU (ResNet's Eltwise SUM); all as post-ops."""
         lib, eng = library(), _state["engine"]
         g = int(group)
         n_sp = len(kernel)
@@ -676,7 +680,7 @@ class Convolution:
             channel = _plain((1, y_shape[1]) + (1,) * n_sp)
             post = {_ARG_NAMES["post_0"]: channel, _ARG_NAMES["post_1"]: channel}
         attr = Attr(eltwise=[("relu", relu, 0.0)] if relu is not None else (),
-                    binary=[(BINARY_MUL, channel), (BINARY_ADD, channel)] if affine else ())
+                    binary=[(BINARY_MUL, channel), (BINARY_ADD, channel)] if affine else (), add_dst=residual)
         fwd = Primitive(lambda pd, a: fwd_create(pd, eng, prop, alg, xa.handle, wa.handle, bh, ya.handle,
                                                  *geometry, a),
                         (ARG_SRC, ARG_WEIGHTS, ARG_DST) + ((ARG_BIAS,) if bias else ()) + tuple(post), "convolution",
@@ -1026,7 +1030,8 @@ class BatchNorm:
 
 
 class Held:
-    """A buffer already in the layout a primitive wants (BatchNorm.save_input)."""
+    """A buffer already in the layout a primitive wants (BatchNorm.save_input;
+    a destination that holds what a sum post-op adds to)."""
     __slots__ = ("buffer",)
 
     def __init__(self, buffer):
@@ -1034,6 +1039,25 @@ class Held:
 
     def blocked(self, desc):
         return self.buffer
+
+    claim = blocked
+
+    def write(self):
+        return self.buffer
+
+
+def copy_into(view, desc, out):
+    """A blob's values (an EngineView) into `out`, laid out as `desc` (by a
+    reorder primitive even where the layouts agree: a prepared forward
+    replays primitives only)."""
+    layout = view.layout()
+    src = view.buf.blocked if layout is not None else view.read()
+    key = (id(layout) if layout is not None else None, id(desc))
+    moves = _shared.__dict__.setdefault("copies", {})
+    entry = moves.get(key)
+    if entry is None or entry[0] is not layout or entry[1] is not desc:
+        entry = moves[key] = (layout, desc, reorder(layout if layout is not None else Desc.plain(view.shape), desc))
+    entry[2](src=src, dst=out)
 
 
 # -- Eltwise SUM and PROD ----------------------------------------------------

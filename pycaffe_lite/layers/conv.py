@@ -172,16 +172,17 @@ class _BaseConv(_Geometry, Layer):
             x_shape, y_shape, self.blobs[0].shape, self.group, self.kernel, self.pad, self.stride,
             self.dilation, self.bias_term, self.transposed, training))
 
-    def fused_op(self, bottom, relu, affine):
+    def fused_op(self, bottom, relu, affine, residual=False):
         """An inference convolution with a bias, then (`affine`) a
-        per-channel multiply and add, then, unless relu is None, a ReLU of
-        that negative slope (fusion.ConvChain's)."""
+        per-channel multiply and add, then (`residual`) what the destination
+        held added, then, unless relu is None, a ReLU of that negative slope
+        (fusion.ConvChain's)."""
         if len(self.kernel) > 3 or self.transposed:
             return None
         x_shape, y_shape = self.engine_shapes(bottom[0])
-        return self.dnnl_op(("fused", x_shape, relu, affine), lambda dnnl: dnnl.Convolution(
+        return self.dnnl_op(("fused", x_shape, relu, affine, residual), lambda dnnl: dnnl.Convolution(
             x_shape, y_shape, self.blobs[0].shape, self.group, self.kernel, self.pad, self.stride,
-            self.dilation, True, False, False, relu, affine))
+            self.dilation, True, False, False, relu, affine, residual))
 
     def _dnnl_forward(self, bottom, top):
         op = self._dnnl(bottom)
