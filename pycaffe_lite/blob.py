@@ -6,6 +6,7 @@ share data or diff memory (Flatten, Reshape)."""
 import math
 import os
 import sys
+import threading
 
 import numpy as np
 
@@ -156,7 +157,7 @@ class _Buffer:
         blobs on this buffer to be made again when read)."""
         if self.head != BLOCKED or self.held():
             return False
-        _free["arrays"].append(self.blocked)
+        free_arrays().append(self.blocked)
         self.blocked = self.blocked_desc = None
         self.head = HOST
         return True
@@ -208,13 +209,21 @@ class EngineView:
 
 
 # Arrays an inference forward let go of (Net), for the claims of later layers
-# to take: set by the Net for the time of its forward.
-_free = {"arrays": None}
+# to take: set by the Net for the time of its forward, in its thread.
+_free = threading.local()
+
+
+def free_arrays():
+    return getattr(_free, "arrays", None)
+
+
+def set_free_arrays(arrays):
+    _free.arrays = arrays
 
 
 def _take(nbytes):
     """The smallest free array of at least `nbytes` bytes, or a new one."""
-    free = _free["arrays"]
+    free = free_arrays()
     if free:
         best = None
         for i, a in enumerate(free):

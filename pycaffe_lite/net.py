@@ -525,12 +525,12 @@ class Net:
         """run() with the arrays this net let go of on offer to its layers."""
         if not releases:
             return run()
-        from . import blob
-        blob._free["arrays"] = self._free_arrays
+        outer = blob_module.free_arrays()          # a remake inside another forward
+        blob_module.set_free_arrays(self._free_arrays)
         try:
             return run()
         finally:
-            blob._free["arrays"] = None
+            blob_module.set_free_arrays(outer)
 
     def _releases(self, signature):
         """[(index of the last layer that reads or writes it, buffer, its
