@@ -87,6 +87,16 @@ def _replays(net):
     return net._plan is not None and net._plan.replayed
 
 
+def _replaying(tmp_path):
+    """(net, input, output) once the net replays its forward on that input."""
+    net = _make(tmp_path)
+    x = _inputs()[0]
+    for _ in range(4):
+        out = _forward(net, x)
+    assert _replays(net)
+    return net, x, out
+
+
 def test_a_replayed_forward_leaves_the_same_bits_in_every_blob(tmp_path):
     net = _make(tmp_path)
     xs = _inputs()
@@ -137,11 +147,7 @@ def test_the_numpy_engine_agrees_with_a_replayed_forward(tmp_path):
 
 
 def test_weights_written_from_python_are_seen_by_the_next_forward(tmp_path):
-    net = _make(tmp_path)
-    x = _inputs()[0]
-    for _ in range(4):
-        before = _forward(net, x)
-    assert _replays(net)
+    net, x, before = _replaying(tmp_path)
     for name in ("conv1", "conv1/bn", "conv1/scale", "b", "c", "fc"):
         blob = net.params[name][0]
         blob.data[...] = blob.data * 1.5 + 0.01
@@ -187,11 +193,7 @@ def test_views_held_blobs_read_and_reshapes_fall_back_to_the_layer_by_layer_forw
 
 
 def test_a_callback_or_a_partial_forward_runs_layer_by_layer(tmp_path):
-    net = _make(tmp_path)
-    x = _inputs()[0]
-    for _ in range(4):
-        ref = _forward(net, x)
-    assert _replays(net)
+    net, x, ref = _replaying(tmp_path)
     seen = []
     net.after_forward(seen.append)
     net.blobs["data"].data[...] = x
