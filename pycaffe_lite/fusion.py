@@ -63,7 +63,7 @@ class ConvChain:
     With ResNet's Eltwise SUM (`residual`: the name of its other bottom), the
     convolution adds its result to the residual's values, in the memory they
     are in when the net lets go of that blob after the sum (it is made again
-    if read; Net._take_over), or else in a copy."""
+    if read; activations.Activations.take_over), or else in a copy."""
 
     def __init__(self, net, head, members, skipped=(), residual=None):
         self.net, self.head, self.members = net, head, members
@@ -147,7 +147,7 @@ class ConvChain:
             if other.shape != out.shape:
                 return False
             from .kernels import dnnl
-            held = net._take_over(other, out, op.fwd.prim.md(dnnl.ARG_DST))
+            held = net._activations.take_over(other, out, op.fwd.prim.md(dnnl.ARG_DST))
             if held is None:
                 return False
             y = dnnl.Held(held)
@@ -173,7 +173,7 @@ class ConvChain:
         for name, last in self.skipped:
             if last <= upto:
                 net.blobs[name]._stale = None
-        with net._as_seen():
+        with net._activations.as_seen():
             for i in range(self.head, upto + 1):
                 net.layers[i].run_forward(net._bottom(i), net._top(i))
 

@@ -11,8 +11,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from . import backend, caffemodel, fusion, glog, plan as prepared, protoio
-from . import blob as blob_module
+from . import activations, backend, caffemodel, fusion, glog, plan as prepared, protoio
 from .blob import Blob
 from .errors import CaffeError, ConfigError, FormatError, ShapeError
 from .layer import create_layer
@@ -316,11 +315,9 @@ class Net:
 
     def _forget_plan(self):
         self._plan, self._plan_misses, self._signature = None, 0, None
-        self._release_list, self._free_arrays, self._releasable = None, [], {}
-        # blobs let go of stay marked to be made again (the next forward clears them)
-        self._released = getattr(self, "_released", [])
-        self._inputs_seen = getattr(self, "_inputs_seen", [])
-        self._keep_activations = getattr(self, "_keep_activations", False)
+        if not hasattr(self, "_activations"):
+            self._activations = activations.Activations(self)
+        self._activations.forget()
 
     def _append_param(self, li, p, spec):
         layer = self.layers[li]
@@ -477,29 +474,23 @@ class Net:
         return type(error)("layer '%s' (%s): %s" % (layer.name, layer.param.type, error))
 
     def forward_from_to(self, start, end):
-        recorder, releases = None, None
-        if self._released:
-            # this forward makes again what the last one let go of
-            whole = start == 0 and end == len(self.layers) - 1
-            written = None if whole else {id(b) for li in range(start, end + 1) for b in self._top(li)}
-            for b in self._released:
-                if (whole or id(b) in written) and b._stale == self._remake:
-                    b._stale = None
-            self._released = [] if whole else [b for b in self._released if id(b) not in written]
+        acts = self._activations
         inference = fusion.applies(self) == "inference"
-        self._releasable = {}               # what this forward lets go of (_releases)
-        if inference:
-            # what blobs made on reading are made from (see _as_seen)
-            self._see_inputs()
+        acts.begin(start, end, inference)
+        recorder, releases = None, None
         if start == 0 and end == len(self.layers) - 1 and inference:
             signature = tuple((b._shape, id(b._data_buf)) for b in self._blobs)
-            releases = self._releases(signature)
+            releases = acts.releases(signature)
             plan = self._plan
             if plan is not None:
                 if plan.valid():
                     self._forward_end = end
-                    self._released = plan.released
-                    return self._freeing(releases, plan.replay)
+                    acts.released = list(plan.released)
+                    try:
+                        return acts.offering(releases, plan.replay)
+                    except BaseException:
+                        self._plan = None
+                        raise
                 self._plan = None
                 if not plan.replayed:
                     self._plan_misses += 1
@@ -509,7 +500,7 @@ class Net:
                 recorder = prepared.Recorder(self)
             self._signature = signature
         try:
-            loss = self._freeing(releases, functools.partial(self._forward_layers, start, end, recorder, releases))
+            loss = acts.offering(releases, functools.partial(self._forward_layers, start, end, recorder, releases))
         except BaseException:
             if recorder is not None:
                 recorder.abandon()
@@ -519,130 +510,6 @@ class Net:
             if self._plan is None:
                 self._plan_misses += 1
         return loss
-
-    def _freeing(self, releases, run):
-        """run() with the arrays this net let go of on offer to its layers."""
-        if not releases:
-            return run()
-        outer = blob_module.free_arrays()          # a remake inside another forward
-        blob_module.set_free_arrays(self._free_arrays)
-        try:
-            return run()
-        finally:
-            blob_module.set_free_arrays(outer)
-
-    def _releases(self, signature):
-        """[(index of the last layer that reads or writes it, buffer, its
-        blobs)] for the activations an inference forward lets go of once
-        used, the memory going to the layers after it; [] where it may not:
-        the blobs are read (a remake happened, or forward(blobs=...) asks
-        for them), or running the net again would not give the same values
-        (data and Python layers, statistics updated in forward, files
-        written)."""
-        self._releasable = {}
-        if self._keep_activations:
-            return []
-        if self._release_list is not None and self._release_list[0] == signature:
-            self._releasable = self._release_list[2]
-            return self._release_list[1]
-        releases = []
-        if all(self._remakeable(lp, layer) for lp, layer in zip(self._param.layer, self.layers)):
-            kept = {id(self._blobs[i]._data_buf) for i in self._input_index}
-            kept.update(id(self.blobs[name]._data_buf) for name in self.outputs)
-            kept.update(id(b._data_buf) for layer in self.layers for b in layer.blobs)
-            last, blobs_of = {}, {}
-            for li in range(len(self.layers)):
-                for b in self._bottom(li) + self._top(li):
-                    key = id(b._data_buf)
-                    last[key] = li
-                    entry = blobs_of.setdefault(key, (b._data_buf, []))
-                    if all(b is not other for other in entry[1]):
-                        entry[1].append(b)
-            releases = sorted(((last[key], buf, tuple(blobs)) for key, (buf, blobs) in blobs_of.items()
-                               if key not in kept), key=lambda e: e[0])
-        self._release_list = (signature, releases, {id(buf): blobs for _, buf, blobs in releases})
-        self._releasable = self._release_list[2]
-        return releases
-
-    def _take_over(self, other, out, desc):
-        """The memory for a convolution to add its result to `other`'s values
-        in, laid out as `desc`, as `out`'s blocked copy: `other`'s own array
-        where this forward lets go of it right after (it is made again if
-        read), else a copy; None when `out`'s host array is held."""
-        from .blob import BLOCKED
-        from .kernels import dnnl
-        ob, tb = other._data_buf, out._data_buf
-        if tb.held() or ob is tb:
-            return None
-        blobs = self._releasable.get(id(ob))
-        if blobs is not None and ob.head == BLOCKED and ob.blocked_desc == desc and not ob.held():
-            if tb.blocked is not None:
-                self._free_arrays.append(tb.blocked)
-            tb.blocked, tb.blocked_desc, tb.head = ob.blocked, desc, BLOCKED
-            tb.version += 1
-            tb.zero_pending = False
-            ob.blocked = ob.blocked_desc = None
-            ob.head = blob_module.HOST
-            for b in blobs:
-                b._stale = self._remake
-            self._released.extend(blobs)
-            return tb.blocked
-        held = tb.claim_blocked(desc)
-        if held is not None:
-            dnnl.copy_into(other.engine_data(), desc, held)
-        return held
-
-    @staticmethod
-    def _remakeable(lp, layer):
-        if lp.type == "Python" or lp.type == "HDF5Output" or (not len(lp.bottom) and lp.type != "Input"):
-            return False
-        if lp.type == "BatchNorm" and not layer.use_global:
-            return False
-        return not (lp.type == "DetectionOutput" and lp.detection_output_param.save_output_param.output_directory)
-
-    def _remake(self):
-        """Make again the activations an inference forward let go of: run it
-        again, from the inputs it ran on, keeping them (and keep them from
-        now on: this net's blobs are read)."""
-        self._keep_activations = True
-        self._plan = None
-        for b in self._blobs:
-            if b._stale == self._remake:
-                b._stale = None
-        with self._as_seen():
-            self.forward_from_to(0, self._forward_end)
-
-    def _see_inputs(self):
-        """Keep the inputs' values as this forward reads them (into the same
-        arrays from one forward to the next: a fresh 10 MB array each time
-        costs its page faults)."""
-        old = {id(blob): seen for blob, seen in self._inputs_seen}
-        kept = []
-        for blob in (self._blobs[i] for i in self._input_index):
-            now = blob.engine_data().read()
-            seen = old.get(id(blob))
-            if seen is None or seen.shape != now.shape or seen.dtype != now.dtype:
-                seen = now.copy()
-            else:
-                np.copyto(seen, now)
-            kept.append((blob, seen))
-        self._inputs_seen = kept
-
-    @contextlib.contextmanager
-    def _as_seen(self):
-        """The net's inputs as the last inference forward saw them, for the
-        time of making a blob it left to be made on reading: what a user
-        wrote into them since must not change what that forward left."""
-        changed = [(blob, seen) for blob, seen in self._inputs_seen
-                   if not np.array_equal(blob.engine_data().read(), seen)]
-        now = [(blob, blob.engine_data().read().copy()) for blob, _ in changed]
-        for blob, seen in changed:
-            blob.data[...] = seen
-        try:
-            yield
-        finally:
-            for blob, values in now:
-                blob.data[...] = values
 
     def _forward_layers(self, start, end, recorder, releases=None):
         loss = 0.0
@@ -661,7 +528,7 @@ class Net:
                 except CaffeError as e:
                     raise self._named(self.layers[li], e) from None
                 if fused:
-                    free, released = self._release(releases, free, chain.last)
+                    free, released = self._activations.release(releases or (), free, chain.last)
                     if recorder is not None:
                         recorder.end(chain.replayable(), released=released)
                     self._fused.append(chain)
@@ -676,28 +543,13 @@ class Net:
             loss += self._run_layer(li)
             for fn in after:
                 fn(li)
-            free, released = self._release(releases, free, li)
+            free, released = self._activations.release(releases or (), free, li)
             if recorder is not None:
                 layer = self.layers[li]
                 recorder.end(layer.replayable(self._bottom(li), self._top(li)) and not any(layer.loss_weights),
                              functools.partial(self._run_layer, li), released)
             li += 1
         return loss
-
-    def _release(self, releases, k, done):
-        """Let go of the activations no layer after `done` uses; the next to
-        look at is releases[k]. Returns the next k and the blobs let go of."""
-        released = []
-        if releases:
-            while k < len(releases) and releases[k][0] <= done:
-                _, buf, blobs = releases[k]
-                if buf.release():
-                    for b in blobs:
-                        b._stale = self._remake
-                    released.extend(blobs)
-                    self._released.extend(blobs)
-                k += 1
-        return k, released
 
     def _run_layer(self, li):
         layer = self.layers[li]
@@ -829,7 +681,7 @@ class Net:
         """Run forward; return {output blob name: its data} (pycaffe's Net.forward)."""
         blobs = list(blobs or [])
         if blobs:
-            self._keep_activations = True        # blobs are read: keep them
+            self._activations.keep = True        # blobs are read: keep them
         start_i = 0 if start is None else self._layer_index(start, "forward(start=...)")
         if end is None:
             end_i = len(self.layers) - 1

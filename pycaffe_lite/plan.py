@@ -80,8 +80,7 @@ def _then_release(net, call, blobs):
     loss = call()
     for b in blobs:
         b._data_buf.release()
-        b._stale = net._remake
-    net._released.extend(blobs)
+    net._activations.mark(blobs)
     return loss
 
 
@@ -103,7 +102,7 @@ class Recorder:
         # replay begins from there too
         self.managed_start = [(b._data_buf, b._data_buf.head, b._data_buf.blocked_desc, b._data_buf.blocked)
                               for b in net._blobs]
-        self.free_start = list(net._free_arrays)
+        self.free_start = list(net._activations.free)
         self.ok = True
 
     def begin(self, indices, extra_blobs=()):
@@ -184,10 +183,10 @@ class Plan:
         self.fused = list(fused)
         self.params = [[buf, _state(buf)] for buf in rec.params.values()]
         self.volatile = [entry for entry in self.params if entry[0] in rec.volatile]
-        # the activations the net lets go of and hands on (Net._releases) are
+        # the activations the net lets go of and hands on (activations.py) are
         # written before they are read: whatever arrays they hold now, the
         # replay leaves them, and the net's free arrays, as recorded
-        managed = set(self.net._releasable)
+        managed = set(self.net._activations.releasable)
         self.managed = [buf for key, (buf, state, held) in rec.start.items() if key in managed]
         self.managed_held = [held for key, (buf, state, held) in rec.start.items() if key in managed]
         self.managed_start = [entry for entry in rec.managed_start if id(entry[0]) in managed]
@@ -199,9 +198,9 @@ class Plan:
         self.blocked = [buf for buf, state, held in others if state[0] == BLOCKED]
         self.others = others
         self._versions()
-        self.free_end = list(self.net._free_arrays)
+        self.free_end = list(self.net._activations.free)
         self.released = [b for unit in self.units if not callable(unit) for b, s in unit[2]
-                         if s is not None and s == self.net._remake]
+                         if s is not None and s == self.net._activations.remake]
         self.replayed = False
 
     def valid(self):
@@ -229,7 +228,7 @@ class Plan:
         net, loss = self.net, 0.0
         for buf, head, desc, blocked in self.managed_start:
             buf.head, buf.blocked_desc, buf.blocked = head, desc, blocked
-        net._free_arrays[:] = self.free_start
+        net._activations.free[:] = self.free_start
         for unit in self.units:
             if callable(unit):
                 loss += unit()
@@ -242,7 +241,7 @@ class Plan:
             for blob, s in stale:
                 blob._stale = s
         net._fused = list(self.fused)
-        net._free_arrays[:] = self.free_end
+        net._activations.free[:] = self.free_end
         self._versions()
         for entry in self.volatile:
             entry[1] = _state(entry[0])

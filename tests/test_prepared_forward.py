@@ -245,7 +245,7 @@ def test_activations_let_go_of_are_made_again_from_the_inputs_they_came_from(tmp
         assert np.array_equal(net.blobs[k].data, ref.blobs[k].data), k
     # and a net whose blobs were read keeps them from then on
     _forward(net, xs[1])
-    assert not any(b._stale == net._remake for b in net.blobs.values())
+    assert not any(b._stale == net._activations.remake for b in net.blobs.values())
     for k, b in net.blobs.items():
         assert np.array_equal(b.data, refs[1][k]), k
 
@@ -259,7 +259,7 @@ def test_a_net_that_would_not_give_the_same_values_again_keeps_its_activations(t
     net = _make(tmp_path, text)
     for _ in range(3):
         net.forward()
-    assert not any(b._stale == net._remake for b in net.blobs.values())
+    assert not any(b._stale == net._activations.remake for b in net.blobs.values())
     data = net.blobs["data"].data.copy()
     other = _make(tmp_path, NET)
     for name, blobs in net.params.items():
