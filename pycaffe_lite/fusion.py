@@ -21,6 +21,7 @@ output); the values in between were never readable, being overwritten in
 place. A chain runs fused only when the whole of it is inside the forward's
 range and no per-layer forward callback watches the net."""
 import functools
+import math
 
 import numpy as np
 
@@ -30,11 +31,16 @@ from .proto import caffe_pb2 as pb
 
 class Folded:
     """Folded weights as the engine takes them: kept reordered while `token`
-    (made of the tokens of the blobs they come from) is unchanged."""
-    __slots__ = ("array", "_token")
+    (made of the tokens of the blobs they come from) is unchanged. The plain
+    array is made by make() when read, and dropped once the engine holds
+    its reordered copy."""
+    __slots__ = ("make", "array", "_token")
 
-    def __init__(self, array, token):
-        self.array, self._token = array, token
+    def __init__(self, make, token):
+        self.make, self.array, self._token = make, None, token
+
+    def drop(self):
+        self.array = None
 
     def blocked(self, desc):
         return None
@@ -43,6 +49,8 @@ class Folded:
         return None
 
     def read(self):
+        if self.array is None:
+            self.array = self.make()
         return self.array
 
     def token(self):
@@ -102,10 +110,8 @@ class ConvChain:
     def _arguments(self, fold):
         """(weights, bias, scale, shift) for the fused convolution, remade
         only when one of the blobs they come from changed. Folded: the
-        weights times the scale, a copy of their own (depthwise weights are
-        small, and a per-channel post-op costs more on them than the copy);
-        otherwise the weights are the blob's own and scale and shift are
-        post-ops."""
+        weights times the scale, a copy of their own; otherwise the weights
+        are the blob's own and scale and shift are post-ops."""
         tokens = tuple(b.engine_data().token() for b in self._sources(fold)) + (fold,)
         if None not in tokens and tokens == self._token:
             return self._cached
@@ -114,9 +120,10 @@ class ConvChain:
         b = conv.blobs[1].engine_data().read().reshape(-1) if conv.bias_term else np.zeros(m, np.float32)
         scale, shift = self._channel_affine() if (self.bn or self.scale) else (None, None)
         if fold:
-            w = conv.blobs[0].engine_data().read().astype(np.float64)
-            w = (w * scale.reshape((m,) + (1,) * (w.ndim - 1))).astype(np.float32)
-            cached = (Folded(w, tokens if None not in tokens else None),
+            def make():
+                w = conv.blobs[0].engine_data().read().astype(np.float64)
+                return (w * scale.reshape((m,) + (1,) * (w.ndim - 1))).astype(np.float32)
+            cached = (Folded(make, tokens if None not in tokens else None),
                       (b.astype(np.float64) * scale + shift).astype(np.float32), None, None)
         else:
             cached = (conv.blobs[0].engine_data(), np.array(b, np.float32),
@@ -133,14 +140,17 @@ class ConvChain:
         conv.reshape(bottom, top)
         relu = None if self.relu is None else self.relu.param.relu_param.negative_slope
         affine = self.bn is not None or self.scale is not None
-        fold = affine and conv.group > 1
+        x_shape, y_shape = conv.engine_shapes(bottom[0])
+        # A per-channel post-op costs a pass over the output; a folded copy
+        # of the weights costs their memory: fold where the weights are the
+        # smaller (depthwise ones always are)
+        fold = affine and (conv.group > 1 or conv.blobs[0].count <= math.prod(y_shape))
         residual = self.residual is not None
         op = conv.fused_op(bottom, relu, affine=affine and not fold, residual=residual)
         if op is None:
             return False
         for i in self.members:
             net.layers[i].reshape(net._bottom(i), net._top(i))
-        x_shape, y_shape = conv.engine_shapes(bottom[0])
         out = net._top(self.last)[0]
         if residual:
             other = net.blobs[self.residual]
@@ -157,6 +167,8 @@ class ConvChain:
         if not residual:
             y = out.engine_data(y_shape)
         op.forward(bottom[0].engine_data(x_shape), w, b, y, scale, shift)
+        if fold and op.weights_reordered():
+            w.drop()
         for i in (self.head,) + tuple(self.members):
             net.layers[i].engine = "dnnl"
         for name, upto in self.skipped:

@@ -707,6 +707,10 @@ class Convolution:
                 (ARG_SRC, ARG_DIFF_WEIGHTS, ARG_DIFF_DST) + ((ARG_DIFF_BIAS,) if bias else ()),
                 "convolution backward weights"), wplain)
 
+    def weights_reordered(self):
+        """Whether the forward keeps its weights in a layout of its own."""
+        return ARG_WEIGHTS in self.fwd.moves
+
     def forward(self, x, w, b, y, scale=None, shift=None):
         args = {"src": x, "weights": w, "dst": y}
         if self.bias:
