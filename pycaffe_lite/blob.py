@@ -44,9 +44,11 @@ class _Buffer:
     (adopt): the plain host array is dropped then and made again when read.
     `version` counts the times the host array was handed out for writing:
     with the same version and no view held, its values are unchanged, which
-    lets the engine keep reordered weights (and folded ones) between passes."""
+    lets the engine keep reordered weights (and folded ones) between passes.
+    `stamp` counts every change of state through these methods (a prepared
+    forward checks it to know nothing touched the buffer since)."""
     __slots__ = ("n", "dtype", "host", "device", "head", "zero_pending", "version", "blocked", "blocked_desc",
-                 "_unblock")
+                 "_unblock", "stamp")
 
     def __init__(self, n):
         self.n, self.dtype = n, backend.float_type()
@@ -55,7 +57,7 @@ class _Buffer:
         self.head = HOST
         # Set by Blob.zero_diff: every blob sharing this memory sees it cleared.
         self.zero_pending = False
-        self.version = 0
+        self.version = self.stamp = 0
         self.blocked = self.blocked_desc = self._unblock = None
 
     @property
@@ -65,6 +67,7 @@ class _Buffer:
     def _host(self):
         if self.host is None:
             self.host = np.zeros(self.n, dtype=self.dtype)
+            self.stamp += 1
         return self.host
 
     def host_array(self):
@@ -74,6 +77,7 @@ class _Buffer:
             self._from_blocked()
         self.head = HOST           # the caller may write into it
         self.version += 1
+        self.stamp += 1
         return self._host()
 
     def host_read(self):
@@ -84,9 +88,11 @@ class _Buffer:
         if self.head == DEVICE:
             self.device.get(out=self._host())
             self.head = SYNCED
+            self.stamp += 1
         elif self.head == BLOCKED:
             self._from_blocked()
             self.head = HOST
+            self.stamp += 1
         return self._host()
 
     def device_array(self):
@@ -99,6 +105,7 @@ class _Buffer:
         elif self.head == HOST and self.host is not None:
             self.device.set(self.host)
         self.head = DEVICE
+        self.stamp += 1
         return self.device
 
     # -- the oneDNN engine's blocked copy ---------------------------------
@@ -129,6 +136,7 @@ class _Buffer:
         self.blocked_desc = desc
         self.head = BLOCKED
         self.version += 1
+        self.stamp += 1
         self.zero_pending = False      # the engine writes it whole
         return self.blocked
 
@@ -149,6 +157,7 @@ class _Buffer:
         self.blocked_desc = desc
         self.head = BLOCKED          # the same values: no new version
         self.host = None
+        self.stamp += 1
         return self.blocked
 
     def release(self):
@@ -160,6 +169,7 @@ class _Buffer:
         free_arrays().append(self.blocked)
         self.blocked = self.blocked_desc = None
         self.head = HOST
+        self.stamp += 1
         return True
 
     def settle(self):
@@ -381,6 +391,7 @@ class Blob:
         the diff; a layer that overwrites it whole (add_matmul_to_diff) never
         pays for clearing it, which matters for 37M-weight layers."""
         self._diff_buf.zero_pending = True
+        self._diff_buf.stamp += 1
 
     def add_matmul_to_diff(self, a, b):
         """diff += a @ b (batched over leading axes, as matmul), written

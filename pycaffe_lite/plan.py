@@ -10,15 +10,16 @@ layers, InnerProduct's GEMM, Python layers) are recorded as themselves and run
 as they always do, in their place.
 
 A replay happens only where it is the forward that would have run: the same
-blobs, shapes, buffers and engine settings, every parameter untouched (its
-version, layout and memory as recorded, no numpy view of it held), every
-activation where the recorded forward found it. An input written from Python
-is read afresh (its host array is what the primitives read); anything else --
-a reshape, a parameter written, a blob read in another layout, a callback, a
-thread count -- makes the forward run layer by layer and be recorded again.
+blobs, shapes, buffers and engine settings, every parameter untouched since
+(its buffer's stamp), every activation where the recorded forward found it.
+An input written from Python is read afresh (its host array is what the
+primitives read); anything else -- a reshape, a parameter written, a blob
+read in another layout, a callback, a thread count -- makes the forward run
+layer by layer and be recorded again.
 Every blob ends up holding, and saying it holds, what the layer-by-layer
 forward leaves in it."""
 import functools
+import operator
 import weakref
 
 import numpy as np
@@ -67,6 +68,10 @@ def _root(a):
     while isinstance(a.base, np.ndarray):
         a = a.base
     return a
+
+
+_BUFFER, _SHAPE, _STAMP = operator.attrgetter("_data_buf"), operator.attrgetter("_shape"), \
+    operator.attrgetter("stamp")
 
 
 def _config(net):
@@ -162,15 +167,12 @@ class Recorder:
             if not callable(unit):
                 for run in unit[0]:
                     run.arrays = tuple(a for a in run.arrays if a is not None and id(_root(a)) not in owned)
-        self.volatile = []
         for key, buf in self.params.items():
             start = self.start[key][1]
             if buf.held():
                 return None
-            if not _same(_state(buf), start) or buf.version != start[4]:
-                if key in self.replayed_params:
-                    return None               # primitives read it as it was
-                self.volatile.append(buf)     # handed out by a layer that runs as itself
+            if (not _same(_state(buf), start) or buf.version != start[4]) and key in self.replayed_params:
+                return None                   # primitives read it as it was
         return Plan(self, fused)
 
 
@@ -181,23 +183,25 @@ class Plan:
         self.config = rec.config
         self.shapes = rec.shapes
         self.fused = list(fused)
-        self.params = [[buf, _state(buf)] for buf in rec.params.values()]
-        self.volatile = [entry for entry in self.params if entry[0] in rec.volatile]
         # the activations the net lets go of and hands on (activations.py) are
         # written before they are read: whatever arrays they hold now, the
         # replay leaves them, and the net's free arrays, as recorded
         managed = set(self.net._activations.releasable)
-        self.managed = [buf for key, (buf, state, held) in rec.start.items() if key in managed]
-        self.managed_held = [held for key, (buf, state, held) in rec.start.items() if key in managed]
         self.managed_start = [entry for entry in rec.managed_start if id(entry[0]) in managed]
         self.free_start = rec.free_start
-        others = [(buf, state, held) for key, (buf, state, held) in rec.start.items()
+        others = [(buf, state) for key, (buf, state, held) in rec.start.items()
                   if key not in rec.params and key not in managed]
-        # buffers the forward finds in a blocked layout: their values may be
-        # read, so nobody may have written them since the last forward
-        self.blocked = [buf for buf, state, held in others if state[0] == BLOCKED]
-        self.others = others
-        self._versions()
+        # Nothing may have touched the parameters, nor the buffers the forward
+        # finds in a blocked layout (their values may be read): their stamps
+        # (blob.py) are as this plan left them. Inputs, and outputs read
+        # through their host arrays, may have been written and read: the same
+        # arrays in the same layout suffice there (primitives read them afresh).
+        self.strict = [buf for buf in rec.params.values()] + [buf for buf, state in others if state[0] == BLOCKED]
+        self.loose = [(buf, state) for buf, state in others if state[0] != BLOCKED]
+        self.blobs = [blob for blob, _, _ in self.shapes]
+        self.buffers = [buf for _, buf, _ in self.shapes]
+        self.blob_shapes = [shape for _, _, shape in self.shapes]
+        self._stamps()
         self.free_end = list(self.net._activations.free)
         self.released = [b for unit in self.units if not callable(unit) for b, s in unit[2]
                          if s is not None and s == self.net._activations.remake]
@@ -206,23 +210,14 @@ class Plan:
     def valid(self):
         if _config(self.net) != self.config or fusion.applies(self.net) != "inference":
             return False
-        for blob, buf, shape in self.shapes:
-            if blob._data_buf is not buf or blob._shape != shape:
-                return False
-        if [buf.held() for buf in self.managed] != self.managed_held:
+        if list(map(_BUFFER, self.blobs)) != self.buffers or list(map(_SHAPE, self.blobs)) != self.blob_shapes:
             return False
-        for buf, state in self.params:
-            if not _holds(buf, state) or buf.version != state[4] or buf.held():
-                return False
-        for buf, state, held in self.others:
-            # an input written from Python: a new version of the same host
-            # array, which the primitives read afresh
-            if not _holds(buf, state) or buf.held() != held:
-                return False
-        return [buf.version for buf in self.blocked] == self.versions
+        if list(map(_STAMP, self.strict)) != self.stamps:
+            return False
+        return all(_holds(buf, state) for buf, state in self.loose)
 
-    def _versions(self):
-        self.versions = [buf.version for buf in self.blocked]
+    def _stamps(self):
+        self.stamps = list(map(_STAMP, self.strict))
 
     def replay(self):
         net, loss = self.net, 0.0
@@ -242,8 +237,6 @@ class Plan:
                 blob._stale = s
         net._fused = list(self.fused)
         net._activations.free[:] = self.free_end
-        self._versions()
-        for entry in self.volatile:
-            entry[1] = _state(entry[0])
+        self._stamps()
         self.replayed = True
         return loss
