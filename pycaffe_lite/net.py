@@ -479,11 +479,10 @@ class Net:
         acts.begin(start, end, inference)
         recorder, releases = None, None
         if start == 0 and end == len(self.layers) - 1 and inference:
-            signature = tuple((b._shape, id(b._data_buf)) for b in self._blobs)
-            releases = acts.releases(signature)
             plan = self._plan
             if plan is not None:
-                if plan.valid():
+                if plan.valid():             # the same shapes and buffers as recorded
+                    releases = acts.releases(plan.signature)
                     self._forward_end = end
                     acts.released = list(plan.released)
                     try:
@@ -494,6 +493,8 @@ class Net:
                 self._plan = None
                 if not plan.replayed:
                     self._plan_misses += 1
+            signature = tuple((b._shape, id(b._data_buf)) for b in self._blobs)
+            releases = acts.releases(signature)
             # record the second forward at one shape: the first lays out the
             # weights and the activations
             if signature == self._signature and self._plan_misses < prepared.MAX_MISSES:

@@ -97,6 +97,7 @@ class Recorder:
         self.units = []
         self.start = {}                       # id(buf) -> (buf, state before the forward)
         self.config = _config(net)
+        self.signature = net._signature
         self.shapes = [(b, b._data_buf, b._shape) for b in net._blobs]
         self.params = {id(b._data_buf): b._data_buf for layer in net.layers for b in layer.blobs}
         for buf in [b._data_buf for b in net._blobs] + list(self.params.values()):
@@ -176,10 +177,38 @@ class Recorder:
         return Plan(self, fused)
 
 
+def _merged(units):
+    """Runs of replayed units as one: their primitives in order, then what
+    they left in each buffer and blob (nothing between them reads that)."""
+    out = []
+    for unit in units:
+        if callable(unit) or not out or callable(out[-1]):
+            out.append(unit)
+            continue
+        runs, effects, stale = out[-1]
+        out[-1] = (runs + unit[0], effects + unit[1], stale + unit[2])
+    merged = []
+    for unit in out:
+        if callable(unit):
+            merged.append(unit)
+            continue
+        runs, effects, stale = unit
+        last, versions = {}, {}
+        for buf, head, desc, blocked, dv, zero in effects:
+            last[id(buf)] = (buf, head, desc, blocked, zero)
+            versions[id(buf)] = versions.get(id(buf), 0) + dv
+        effects = tuple((buf, head, desc, blocked, versions[key], zero)
+                        for key, (buf, head, desc, blocked, zero) in last.items())
+        stale = tuple({id(b): (b, s) for b, s in stale}.values())
+        merged.append((runs, effects, stale))
+    return merged
+
+
 class Plan:
     def __init__(self, rec, fused):
         self.net = rec.net
-        self.units = rec.units
+        self.units = _merged(rec.units)
+        self.signature = rec.signature
         self.config = rec.config
         self.shapes = rec.shapes
         self.fused = list(fused)
