@@ -56,7 +56,7 @@ def _constant(blob, p, rng):
 
 
 def _uniform(blob, p, rng):
-    return _uniform_f32(rng, p.min, p.max, blob)
+    _uniform_f32(rng, p.min, p.max, blob)
 
 
 def _gaussian(blob, p, rng):
@@ -76,12 +76,12 @@ def _positive_unitball(blob, p, rng):
 
 def _xavier(blob, p, rng):
     scale = np.sqrt(3.0 / _fans(blob, p))
-    return _uniform_f32(rng, -scale, scale, blob)
+    _uniform_f32(rng, -scale, scale, blob)
 
 
 def _msra(blob, p, rng):
     std = np.sqrt(2.0 / _fans(blob, p))
-    return _normal_f32(rng, 0.0, std, blob)
+    _normal_f32(rng, 0.0, std, blob)
 
 
 def _bilinear(blob, p, rng):

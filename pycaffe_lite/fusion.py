@@ -2,13 +2,15 @@
 
 In a TEST-phase net without force_backward, a Convolution followed in place
 (on its own top) by BatchNorm with global statistics, Scale and ReLU layers
-runs as one convolution, the rest as post-ops: the statistics and the scale
-as a per-channel multiply and add, then the ReLU. The weights are not folded
-into a copy of their own: they stay the blob's, held once in the layout the
-convolution reads (depthwise weights, small, are folded). Eltwise SUM followed in place by ReLU runs as one
-binary primitive. These chains have no backward of their own: a backward
-after a fused forward first runs those layers again one by one, so that every
-layer's backward finds what its own forward left.
+runs as one convolution. The statistics and the scale are folded into a copy
+of the weights where the weights are smaller than the output; elsewhere they
+are a per-channel multiply and add after it, and the weights stay the blob's,
+held once in the layout the convolution reads. The ReLU is a post-op, and so
+is ResNet's Eltwise SUM after the chain (a sum into the shortcut's memory).
+Eltwise SUM followed in place by ReLU runs as one binary primitive. These
+chains have no backward of their own: a backward after a fused forward first
+runs those layers again one by one, so that every layer's backward finds what
+its own forward left.
 
 In any phase, BatchNorm followed in place by Scale (and a ReLU) runs as one
 batch normalization with scale and shift, forward and backward: the blob
@@ -108,10 +110,11 @@ class ConvChain:
         return scale.reshape(-1), shift.reshape(-1)
 
     def _arguments(self, fold):
-        """(weights, bias, scale, shift) for the fused convolution, remade
-        only when one of the blobs they come from changed. Folded: the
-        weights times the scale, a copy of their own; otherwise the weights
-        are the blob's own and scale and shift are post-ops."""
+        """(folded weights or None, bias, scale, shift) for the fused
+        convolution, remade only when one of the blobs they come from
+        changed. Folded: the weights times the scale, a copy of their own;
+        otherwise the weights are the blob's own and scale and shift are
+        post-ops."""
         tokens = tuple(b.engine_data().token() for b in self._sources(fold)) + (fold,)
         if None not in tokens and tokens == self._token:
             return self._cached
@@ -126,8 +129,7 @@ class ConvChain:
             cached = (Folded(make, tokens if None not in tokens else None),
                       (b.astype(np.float64) * scale + shift).astype(np.float32), None, None)
         else:
-            cached = (conv.blobs[0].engine_data(), np.array(b, np.float32),
-                      None if scale is None else scale.astype(np.float32),
+            cached = (None, np.array(b, np.float32), None if scale is None else scale.astype(np.float32),
                       None if shift is None else shift.astype(np.float32))
         self._cached, self._token = cached, tokens
         return cached
@@ -163,7 +165,7 @@ class ConvChain:
             y = dnnl.Held(held)
         w, b, scale, shift = self._arguments(fold)
         if not fold:
-            w = conv.blobs[0].engine_data()      # a new view: the blob may have been reshaped
+            w = conv.blobs[0].engine_data()
         if not residual:
             y = out.engine_data(y_shape)
         op.forward(bottom[0].engine_data(x_shape), w, b, y, scale, shift)

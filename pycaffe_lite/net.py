@@ -523,7 +523,8 @@ class Net:
             chain = chains.get(li)
             if chain is not None and chain.last <= end:
                 if recorder is not None:
-                    recorder.begin(range(chain.head, chain.last + 1), [self.blobs[n] for n, _ in getattr(chain, "skipped", ())])
+                    lazy = [self.blobs[name] for name, _ in getattr(chain, "skipped", ())]
+                    recorder.begin(range(chain.head, chain.last + 1), lazy)
                 try:
                     fused = chain.forward()
                 except CaffeError as e:

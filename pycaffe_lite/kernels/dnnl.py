@@ -385,7 +385,7 @@ class Primitive:
         for name, a in arrays.items():
             ptr = a if isinstance(a, int) else a.ctypes.data
             lib.dnnl_memory_set_data_handle(self._mem[_ARG_NAMES[name]], ptr)
-        rec = _recording["into"]
+        rec = getattr(_recording, "into", None)
         if rec is not None:
             # a raw address keeps nothing alive: such a run cannot be replayed
             rec.append(None if any(isinstance(a, int) for a in arrays.values()) else Bound(self, arrays))
@@ -405,13 +405,13 @@ class Primitive:
 
 
 # -- recording, for the prepared forward (plan.py) --------------------------
-_recording = {"into": None}
+_recording = threading.local()
 
 
 def record_into(runs):
-    """Append a Bound to `runs` for each primitive run from now on (None:
-    stop). One thread records at a time: the net that set it."""
-    _recording["into"] = runs
+    """Append a Bound to `runs` for each primitive this thread runs from now
+    on (None: stop)."""
+    _recording.into = runs
 
 
 class Bound:
@@ -809,8 +809,9 @@ def _matmul(a, b, c, accumulate=False):
 
 def _sgemm(trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c):
     """Row-major c = a b (+ beta c), oneDNN's own GEMM."""
-    if _recording["into"] is not None:
-        _recording["into"].append(None)          # not a primitive: not replayed
+    rec = getattr(_recording, "into", None)
+    if rec is not None:
+        rec.append(None)                         # not a primitive: not replayed
     _check(library().dnnl_sgemm(b"T" if trans_a else b"N", b"T" if trans_b else b"N", m, n, k, 1.0,
                                 a.ctypes.data, lda, b.ctypes.data, ldb, beta, c.ctypes.data, n), "sgemm")
 
