@@ -112,9 +112,7 @@ def read_skeleton(path):
             size = f.seek(0, io.SEEK_END)
             f.seek(0)
             return _skeleton(f, size)
-    except (_NotCovered, OSError, ValueError):
-        return None
-    except Exception:                 # protobuf's DecodeError on a damaged part
+    except Exception:       # _NotCovered, OSError, protobuf's DecodeError: parse it whole
         return None
 
 

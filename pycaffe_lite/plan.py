@@ -42,19 +42,8 @@ def _state(buf):
     return (buf.head, _ref(buf.blocked_desc), _ref(buf.blocked), _ref(buf.host), buf.version, buf.zero_pending)
 
 
-def _deref(r):
-    return None if r is None else r()
-
-
-def _same(a, b):
-    """Two _states alike but for the version."""
-    return a[0] == b[0] and a[5] == b[5] and all(
-        (x is None and y is None) or (x is not None and y is not None and x() is y() and x() is not None)
-        for x, y in zip(a[1:4], b[1:4]))
-
-
 def _holds(buf, state):
-    """_same(_state(buf), state), without making a state."""
+    """Whether `buf` is in `state` (a _state of it) but for the version."""
     head, desc, blocked, host, _, zero = state
     return (buf.head == head and buf.zero_pending == zero and _is(buf.blocked_desc, desc)
             and _is(buf.blocked, blocked) and _is(buf.host, host))
@@ -102,7 +91,7 @@ class Recorder:
         self.params = {id(b._data_buf): b._data_buf for layer in net.layers for b in layer.blobs}
         for buf in [b._data_buf for b in net._blobs] + list(self.params.values()):
             if id(buf) not in self.start:
-                self.start[id(buf)] = (buf, _state(buf), buf.held())
+                self.start[id(buf)] = (buf, _state(buf))
         self.replayed_params = set()
         # where the activations' arrays were when the forward began: a
         # replay begins from there too
@@ -132,11 +121,10 @@ class Recorder:
         if replayable and all(r is not None for r in self._runs):
             effects = []
             for buf, before in zip(self._bufs, self._before):
-                after = _state(buf)
-                if not _same(after, before) or after[4] != before[4]:
-                    if _deref(after[3]) is not _deref(before[3]):
+                if not _holds(buf, before) or buf.version != before[4]:
+                    if not _is(buf.host, before[3]):
                         self.ok = False          # a host array made or dropped: not yet steady
-                    effects.append((buf, buf.head, buf.blocked_desc, buf.blocked, after[4] - before[4],
+                    effects.append((buf, buf.head, buf.blocked_desc, buf.blocked, buf.version - before[4],
                                     buf.zero_pending))
             stale = {id(b): (b, b._stale) for b, s in zip(self._blobs, self._stale) if b._stale is not s}
             stale.update((id(b), (b, b._stale)) for b in released)
@@ -162,7 +150,7 @@ class Recorder:
         # the blobs' own arrays stay alive with them (a replay first checks
         # they are the same): the runs keep only the others they ran on
         owned = set()
-        for buf, _, _ in self.start.values():
+        for buf, _ in self.start.values():
             owned.update(id(_root(a)) for a in (buf.host, buf.blocked) if a is not None)
         for unit in self.units:
             if not callable(unit):
@@ -172,7 +160,7 @@ class Recorder:
             start = self.start[key][1]
             if buf.held():
                 return None
-            if (not _same(_state(buf), start) or buf.version != start[4]) and key in self.replayed_params:
+            if (not _holds(buf, start) or buf.version != start[4]) and key in self.replayed_params:
                 return None                   # primitives read it as it was
         return Plan(self, fused)
 
@@ -218,14 +206,14 @@ class Plan:
         managed = set(self.net._activations.releasable)
         self.managed_start = [entry for entry in rec.managed_start if id(entry[0]) in managed]
         self.free_start = rec.free_start
-        others = [(buf, state) for key, (buf, state, held) in rec.start.items()
+        others = [(buf, state) for key, (buf, state) in rec.start.items()
                   if key not in rec.params and key not in managed]
         # Nothing may have touched the parameters, nor the buffers the forward
         # finds in a blocked layout (their values may be read): their stamps
         # (blob.py) are as this plan left them. Inputs, and outputs read
         # through their host arrays, may have been written and read: the same
         # arrays in the same layout suffice there (primitives read them afresh).
-        self.strict = [buf for buf in rec.params.values()] + [buf for buf, state in others if state[0] == BLOCKED]
+        self.strict = list(rec.params.values()) + [buf for buf, state in others if state[0] == BLOCKED]
         self.loose = [(buf, state) for buf, state in others if state[0] != BLOCKED]
         self.blobs = [blob for blob, _, _ in self.shapes]
         self.buffers = [buf for _, buf, _ in self.shapes]
